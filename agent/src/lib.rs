@@ -1,0 +1,16 @@
+//! vigie-agent: a small, dumb, safe reporter for one router.
+//!
+//! # Layout
+//! - [`config`]: `agent.toml`, validated before anything is dialled.
+//! - [`metrics`]: sampling the machine (filesystems, memory, swap, load, users, uptime).
+//! - [`session`]: the dial-out loop: mutual TLS to the first reachable collector, Hello, a
+//!   Report every interval, reconnection with jittered exponential backoff.
+//!
+//! The agent listens on nothing and never runs a command on anyone's behalf.
+
+pub mod config;
+pub mod metrics;
+pub mod session;
+
+pub use config::Config;
+pub use session::run;

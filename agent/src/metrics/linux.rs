@@ -1,0 +1,124 @@
+//! Linux: `/proc/self/mounts`, `/proc/meminfo`, `CLOCK_BOOTTIME`, `/etc/os-release`.
+
+use std::io;
+
+use vigie_proto::{Memory, Swap};
+
+use super::Mount;
+
+/// Undoes the octal escapes of `/proc/self/mounts` (`\040` for a space).
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub(super) fn mounts() -> io::Result<Vec<Mount>> {
+    let text = std::fs::read_to_string("/proc/self/mounts")?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split(' ');
+            Some(Mount {
+                device: unescape(f.next()?),
+                mount_point: unescape(f.next()?),
+                fs_type: unescape(f.next()?),
+            })
+        })
+        .collect())
+}
+
+/// Memory as `free -b` (procps 4) computes it: used = MemTotal − MemAvailable.
+pub(super) fn memory() -> io::Result<(Memory, Swap)> {
+    parse_meminfo(&std::fs::read_to_string("/proc/meminfo")?)
+}
+
+fn parse_meminfo(text: &str) -> io::Result<(Memory, Swap)> {
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    };
+    let total =
+        field("MemTotal").ok_or_else(|| io::Error::other("no MemTotal in /proc/meminfo"))?;
+    // Kernels before 3.14 have no MemAvailable; free(1) then estimates it the same way.
+    let available = field("MemAvailable").unwrap_or_else(|| {
+        field("MemFree").unwrap_or(0) + field("Buffers").unwrap_or(0) + field("Cached").unwrap_or(0)
+    });
+    let swap_total = field("SwapTotal").unwrap_or(0);
+    let swap_free = field("SwapFree").unwrap_or(0);
+    Ok((
+        Memory {
+            total_bytes: total,
+            used_bytes: total.saturating_sub(available),
+            available_bytes: available,
+        },
+        Swap {
+            total_bytes: swap_total,
+            used_bytes: swap_total.saturating_sub(swap_free),
+        },
+    ))
+}
+
+pub(super) fn uptime() -> io::Result<u64> {
+    let mut ts = std::mem::MaybeUninit::<libc::timespec>::uninit();
+    // SAFETY: clock_gettime writes the timespec on success; read only then.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, ts.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: checked above.
+    Ok(u64::try_from(unsafe { ts.assume_init() }.tv_sec).unwrap_or(0))
+}
+
+/// `PRETTY_NAME` of `/etc/os-release`.
+pub(super) fn distribution() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_owned())
+}
+
+/// `who` on Linux skips utmp entries whose process is gone (stale after a crash).
+pub(super) fn session_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_like_free() {
+        let text = "MemTotal:       24683664 kB\nMemFree:        24067112 kB\n\
+                    MemAvailable:   24387600 kB\nSwapTotal:       1000 kB\nSwapFree:  400 kB\n";
+        let (m, s) = parse_meminfo(text).expect("parse");
+        assert_eq!(m.total_bytes, 24683664 * 1024);
+        assert_eq!(m.used_bytes, (24683664 - 24387600) * 1024);
+        assert_eq!(s.used_bytes, 600 * 1024);
+        assert!(parse_meminfo("nonsense").is_err());
+    }
+
+    #[test]
+    fn mount_escapes() {
+        assert_eq!(unescape(r"/mnt/my\040disk"), "/mnt/my disk");
+        assert_eq!(unescape(r"/a\\b"), r"/a\\b");
+        assert_eq!(unescape("trailing\\04"), "trailing\\04");
+    }
+}

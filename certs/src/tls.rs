@@ -1,0 +1,104 @@
+//! rustls configurations for the agent link: TLS 1.3 only, both sides authenticated by
+//! certificates of the Vigie CA, ALPN `h2` (gRPC). The ring provider is passed explicitly so
+//! no process-wide default has to be installed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::files;
+use crate::{Error, Result};
+
+/// A CA bundle plus our own certificate chain and key, loaded from files.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    pub ca: Vec<CertificateDer<'static>>,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for TlsMaterial {
+    fn clone(&self) -> Self {
+        TlsMaterial {
+            ca: self.ca.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl TlsMaterial {
+    /// Loads the three files; a key that group or others can read is refused.
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self> {
+        Ok(TlsMaterial {
+            ca: files::load_certs(ca)?,
+            chain: files::load_certs(cert)?,
+            key: files::load_key(key)?,
+        })
+    }
+
+    /// From PEM text (tests, and certificates issued in memory).
+    pub fn from_pem(ca: &str, cert: &str, key: &str) -> Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        let pem_err = |source| Error::Pem {
+            path: "<memory>".into(),
+            source,
+        };
+        Ok(TlsMaterial {
+            ca: CertificateDer::pem_slice_iter(ca.as_bytes())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(pem_err)?,
+            chain: CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(pem_err)?,
+            key: PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(pem_err)?,
+        })
+    }
+
+    fn roots(&self) -> Result<Arc<RootCertStore>> {
+        let mut roots = RootCertStore::empty();
+        for c in &self.ca {
+            roots.add(c.clone())?;
+        }
+        Ok(Arc::new(roots))
+    }
+}
+
+/// The crypto provider every Vigie TLS config uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Server side of the agent link: TLS 1.3, a client certificate of the CA is required, and
+/// certificates listed in `crls` are refused.
+pub fn agent_link_server(
+    m: &TlsMaterial,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<ServerConfig>> {
+    let provider = provider();
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(m.roots()?, provider.clone());
+    if !crls.is_empty() {
+        verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
+    }
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier.build()?)
+        .with_single_cert(m.chain.clone(), m.key.clone_key())?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Client side of the agent link (agents, and operators on the remote admin port): TLS 1.3,
+/// only the CA is trusted, our certificate is presented.
+pub fn agent_link_client(m: &TlsMaterial) -> Result<Arc<ClientConfig>> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(m.roots()?)
+        .with_client_auth_cert(m.chain.clone(), m.key.clone_key())?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}

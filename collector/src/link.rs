@@ -1,0 +1,341 @@
+//! The agent port: TLS accept loop, certificate revocation, and the `AgentLink` service.
+//!
+//! TLS is terminated here rather than inside tonic so that every refused handshake is logged
+//! with the peer's address and the reason (wrong CA, revoked, expired, no certificate), the
+//! handshake has a deadline, and the revocation list can be swapped without a restart.
+//! Established connections are then handed to tonic, which reads the peer certificate back
+//! through `Request::peer_certs`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use vigie_certs::TlsMaterial;
+use vigie_certs::identity::{RoleKind, identity, revoked_serials};
+use vigie_proto::agent_link_server::{AgentLink, AgentLinkServer};
+use vigie_proto::{
+    AgentMessage, CaptureChunk, CaptureSummary, CollectorMessage, Welcome, agent_message,
+    collector_message,
+};
+
+use crate::registry::Registry;
+
+/// TCP accept to the end of the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an agent has to send Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the revocation list file is checked for changes.
+const CRL_POLL: Duration = Duration::from_secs(2);
+/// Bound on one message from an agent.
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// The agent port's TLS state: the acceptor is rebuilt when the CRL file changes.
+pub struct AgentTls {
+    material: TlsMaterial,
+    crl_path: PathBuf,
+    current: RwLock<(Option<SystemTime>, TlsAcceptor)>,
+}
+
+impl std::fmt::Debug for AgentTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentTls")
+            .field("crl_path", &self.crl_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentTls {
+    /// Builds the acceptor from the collector's certificate and key, the CA, and the CRL.
+    pub fn new(material: TlsMaterial, crl_path: PathBuf) -> Result<Self, vigie_certs::Error> {
+        let (mtime, acceptor, _) = Self::build(&material, &crl_path)?;
+        Ok(AgentTls {
+            material,
+            crl_path,
+            current: RwLock::new((mtime, acceptor)),
+        })
+    }
+
+    fn build(
+        material: &TlsMaterial,
+        crl_path: &PathBuf,
+    ) -> Result<(Option<SystemTime>, TlsAcceptor, Vec<String>), vigie_certs::Error> {
+        let mtime = std::fs::metadata(crl_path).and_then(|m| m.modified()).ok();
+        let crls = vigie_certs::files::load_crls(crl_path)?;
+        let serials = revoked_serials(&crls);
+        let config = vigie_certs::tls::agent_link_server(material, crls)?;
+        Ok((mtime, TlsAcceptor::from(config), serials))
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Reloads the CRL if its file changed; returns the revoked serials when it did.
+    fn refresh(&self) -> Result<Option<Vec<String>>, vigie_certs::Error> {
+        let mtime = std::fs::metadata(&self.crl_path)
+            .and_then(|m| m.modified())
+            .ok();
+        if mtime == self.current.read().unwrap_or_else(|e| e.into_inner()).0 {
+            return Ok(None);
+        }
+        let (mtime, acceptor, serials) = Self::build(&self.material, &self.crl_path)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (mtime, acceptor);
+        Ok(Some(serials))
+    }
+}
+
+/// Accepts TCP connections and completes their TLS handshakes off the accept loop; yields the
+/// established streams for tonic.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<AgentTls>,
+) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                // The server is gone: drop the listener so the port is free again.
+                () = tx.closed() => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: keep serving, but do not spin.
+                    tracing::error!(error = %e, "accept failed on the agent port");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tls.acceptor();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, "refused agent connection: tls handshake: {e}");
+                    }
+                    Err(_) => tracing::warn!(
+                        %peer,
+                        "refused agent connection: no tls handshake within {}s",
+                        HANDSHAKE_TIMEOUT.as_secs()
+                    ),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Re-reads the CRL when it changes and closes the sessions of newly revoked certificates.
+pub async fn watch_revocations(tls: Arc<AgentTls>, registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(CRL_POLL);
+    loop {
+        tick.tick().await;
+        match tls.refresh() {
+            Ok(None) => {}
+            Ok(Some(serials)) => {
+                tracing::info!(
+                    file = %tls.crl_path.display(),
+                    revoked = serials.len(),
+                    "revocation list reloaded"
+                );
+                for name in registry.kill_serials(&serials) {
+                    tracing::warn!(agent = %name, "closed session: certificate revoked");
+                }
+            }
+            Err(e) => tracing::error!(
+                "cannot reload the revocation list (keeping the previous one): {:#}",
+                anyhow::Error::from(e)
+            ),
+        }
+    }
+}
+
+/// The `AgentLink` gRPC service.
+#[derive(Debug, Clone)]
+pub struct AgentLinkService {
+    registry: Arc<Registry>,
+}
+
+impl AgentLinkService {
+    pub fn new(registry: Arc<Registry>) -> AgentLinkServer<Self> {
+        AgentLinkServer::new(AgentLinkService { registry }).max_decoding_message_size(MAX_MESSAGE)
+    }
+}
+
+/// The verified identity of the agent behind a request.
+fn agent_identity<T>(req: &Request<T>) -> Result<vigie_certs::Identity, Status> {
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let id = identity(leaf.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    if id.role != RoleKind::Agent {
+        return Err(Status::permission_denied(format!(
+            "a {} certificate cannot open an agent session",
+            id.role
+        )));
+    }
+    Ok(id)
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<CollectorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentLink for AgentLinkService {
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = req.remote_addr();
+        let id = agent_identity(&req).inspect_err(|s| {
+            tracing::warn!(peer = ?peer, "refused agent session: {}", s.message());
+        })?;
+        let mut inbound = req.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AgentMessage {
+                msg: Some(agent_message::Msg::Hello(h)),
+            }))) => h,
+            Ok(Ok(_)) => {
+                tracing::warn!(agent = %id.name, peer = ?peer, "refused session: first message was not Hello");
+                return Err(Status::invalid_argument("the first message must be Hello"));
+            }
+            Ok(Err(s)) => return Err(s),
+            Err(_) => {
+                tracing::warn!(agent = %id.name, peer = ?peer, "refused session: no Hello in time");
+                return Err(Status::deadline_exceeded("no Hello in time"));
+            }
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let interval = Duration::from_millis(u64::from(hello.interval_ms.max(1000)));
+        let version = hello.agent_version.clone();
+        let (session, killed, replaced) =
+            self.registry
+                .connect(&id.name, peer, hello, tx.clone(), id.serial.clone());
+        if let Some(old_peer) = replaced {
+            tracing::warn!(
+                agent = %id.name,
+                old_peer = ?old_peer,
+                new_peer = ?peer,
+                "a second session with the same identity replaces the first"
+            );
+        }
+        tracing::info!(agent = %id.name, peer = ?peer, version = %version, session, "agent connected");
+        let welcome = CollectorMessage {
+            msg: Some(collector_message::Msg::Welcome(Welcome {
+                agent_name: id.name.clone(),
+                collector_version: env!("CARGO_PKG_VERSION").to_owned(),
+            })),
+        };
+        // The channel is fresh and has room; this cannot block.
+        let _ = tx.try_send(Ok(welcome));
+        tokio::spawn(drive(
+            self.registry.clone(),
+            id.name,
+            session,
+            inbound,
+            tx,
+            killed,
+            interval,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn upload_capture(
+        &self,
+        _req: Request<Streaming<CaptureChunk>>,
+    ) -> Result<Response<CaptureSummary>, Status> {
+        Err(Status::unimplemented("captures are not supported yet"))
+    }
+}
+
+/// Reads one session until it ends, storing reports. Silence longer than three intervals
+/// (and at least 30 s) ends it: the agent is gone even if TCP has not noticed.
+async fn drive(
+    registry: Arc<Registry>,
+    name: String,
+    session: u64,
+    mut inbound: Streaming<AgentMessage>,
+    tx: mpsc::Sender<Result<CollectorMessage, Status>>,
+    mut killed: tokio::sync::oneshot::Receiver<&'static str>,
+    interval: Duration,
+) {
+    let silence = (interval * 3).max(Duration::from_secs(30));
+    let reason: String = loop {
+        tokio::select! {
+            why = &mut killed => {
+                let why = why.unwrap_or("closed by the collector");
+                let _ = tx.send(Err(Status::aborted(why))).await;
+                break why.to_owned();
+            }
+            msg = tokio::time::timeout(silence, inbound.message()) => match msg {
+                Ok(Ok(Some(AgentMessage { msg: Some(agent_message::Msg::Report(r)) }))) => {
+                    registry.report(&name, session, r);
+                }
+                Ok(Ok(Some(AgentMessage { msg: Some(agent_message::Msg::Hello(_)) }))) => {
+                    tracing::debug!(agent = %name, "ignoring a second Hello");
+                }
+                Ok(Ok(Some(AgentMessage { msg: None }))) => {}
+                Ok(Ok(None)) => break "the agent closed the session".to_owned(),
+                Ok(Err(s)) => break format!("stream error: {}", s.message()),
+                Err(_) => break format!("no message for {}s", silence.as_secs()),
+            }
+        }
+    };
+    if registry.disconnect(&name, session) {
+        tracing::info!(agent = %name, session, "agent disconnected: {reason}");
+    } else {
+        tracing::info!(agent = %name, session, "old session ended: {reason}");
+    }
+}
+
+/// Serves agents on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<AgentTls>,
+    registry: Arc<Registry>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let local: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(addr = ?local, "listening for agents");
+    let watcher = tokio::spawn(watch_revocations(tls.clone(), registry.clone()));
+    // Sessions never end on their own; close them so the graceful shutdown can complete.
+    let sessions = registry.clone();
+    let shutdown = async move {
+        shutdown.await;
+        let n = sessions.kill_all("the collector is shutting down");
+        tracing::info!(sessions = n, "closing agent sessions");
+    };
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .serve_with_incoming_shutdown(
+            AgentLinkService::new(registry),
+            incoming(listener, tls),
+            shutdown,
+        )
+        .await;
+    watcher.abort();
+    result
+}
