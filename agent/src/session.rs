@@ -330,10 +330,11 @@ pub async fn dial(addr: &CollectorAddr, tls: Arc<ClientConfig>) -> anyhow::Resul
             async move {
                 let tcp = TcpStream::connect((host.as_str(), port)).await?;
                 tcp.set_nodelay(true)?;
-                let tls = connector
+                let mut tls = connector
                     .connect(server_name, tcp)
                     .await
                     .map_err(|e| io::Error::new(e.kind(), format!("tls handshake: {e}")))?;
+                await_acceptance(&mut tls).await?;
                 Ok::<_, io::Error>(TokioIo::new(tls))
             }
         }))
@@ -341,6 +342,55 @@ pub async fn dial(addr: &CollectorAddr, tls: Arc<ClientConfig>) -> anyhow::Resul
         // tonic's own message is only "transport error"; the cause is in the chain.
         .map_err(|e| one_line(String::new(), std::error::Error::source(&e)))?;
     Ok(channel)
+}
+
+/// How long to wait for the collector's verdict on our certificate.
+const VERDICT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// In TLS 1.3 the server checks the client's certificate after the client considers the
+/// handshake done, so a refusal (unknown CA, expired, revoked) would otherwise surface later
+/// as a bare "broken pipe". The collector answers an accepted certificate with session
+/// tickets and a refused one with an alert: read that first record so the log can say which.
+async fn await_acceptance(tls: &mut tokio_rustls::client::TlsStream<TcpStream>) -> io::Result<()> {
+    struct TryRead<'a>(&'a TcpStream);
+    impl io::Read for TryRead<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.try_read(buf)
+        }
+    }
+    let verdict = async {
+        loop {
+            let (tcp, conn) = tls.get_mut();
+            tcp.readable().await?;
+            match conn.read_tls(&mut TryRead(tcp)) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the collector closed the connection after the TLS handshake",
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+            let state = conn.process_new_packets().map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("the collector refused our certificate: {e}"),
+                )
+            })?;
+            if state.peer_has_closed() {
+                continue;
+            }
+            return Ok(());
+        }
+    };
+    match tokio::time::timeout(VERDICT_TIMEOUT, verdict).await {
+        Ok(r) => r,
+        // No ticket: an older or differently configured server. Carry on; a refusal will
+        // show on the first request instead.
+        Err(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]

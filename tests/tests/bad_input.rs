@@ -1,0 +1,200 @@
+//! Bad input gets one line that says what and where, the right exit code, and no panic.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, SystemTime};
+
+use vigie_certs::Validity;
+use vigie_tests::{Agent, Collector, Pki, agent_config, run};
+
+/// Runs `vigie-agent run` on a config and expects exit 64 with one line containing `needle`.
+fn agent_refuses(config: &std::path::Path, needle: &str) {
+    let (code, _, err) = run(
+        "vigie-agent",
+        &["run", "--config", config.to_str().expect("utf-8")],
+    );
+    assert_eq!(code, 64, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "{needle:?} not in {err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn agent_config_errors_exit_64_with_file_and_line() {
+    let pki = Pki::new();
+    let creds = pki.agent("auray");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = agent_config(dir.path(), &creds, &["127.0.0.1:5668".into()], "10s");
+    let good = std::fs::read_to_string(&path).expect("read");
+
+    std::fs::write(&path, good.replace("interval", "intervall")).expect("write");
+    agent_refuses(
+        &path,
+        &format!("{}:2:1: unknown field `intervall`", path.display()),
+    );
+
+    std::fs::write(&path, good.replace("\"10s\"", "\"10 fortnights\"")).expect("write");
+    agent_refuses(&path, "invalid duration \"10 fortnights\"");
+
+    std::fs::write(&path, good.replace("127.0.0.1:5668", "127.0.0.1")).expect("write");
+    agent_refuses(&path, "has no port");
+
+    agent_refuses(&dir.path().join("missing.toml"), "cannot read config");
+}
+
+#[test]
+fn agent_key_and_cert_problems_exit_64_naming_the_file() {
+    let pki = Pki::new();
+    let creds = pki.agent("auray");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = agent_config(dir.path(), &creds, &["127.0.0.1:5668".into()], "10s");
+
+    std::fs::set_permissions(&creds.key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    agent_refuses(
+        &path,
+        &format!(
+            "{}: private key is readable by group or others",
+            creds.key.display()
+        ),
+    );
+    std::fs::set_permissions(&creds.key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    std::fs::remove_file(&creds.cert).expect("rm");
+    agent_refuses(&path, &format!("cannot read {}", creds.cert.display()));
+}
+
+#[test]
+fn collector_config_errors_exit_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("collector.toml");
+    std::fs::write(
+        &path,
+        "[listen]\nagents = \"127.0.0.1:0\"\nsocket = \"x\"\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(
+        "vigie-collector",
+        &["serve", "--config", path.to_str().expect("utf-8")],
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains(":3:1: unknown field `socket`"), "{err}");
+
+    std::fs::write(
+        &path,
+        "[tls]\nca = \"nope/ca.pem\"\ncert = \"nope/c.pem\"\nkey = \"nope/c.key\"\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(
+        "vigie-collector",
+        &["serve", "--config", path.to_str().expect("utf-8")],
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("[tls]") && err.contains("nope/ca.pem"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ca_commands_refuse_bad_names_and_never_overwrite_a_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca");
+    let ca = ca.to_str().expect("utf-8");
+    let (code, _, err) = run(
+        "vigie-collector",
+        &["ca", "init", "--dir", ca, "--server-name", "127.0.0.1"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let key = std::fs::read(dir.path().join("ca/ca.key")).expect("key");
+    let mode = std::fs::metadata(dir.path().join("ca/ca.key"))
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let (code, _, err) = run(
+        "vigie-collector",
+        &["ca", "init", "--dir", ca, "--server-name", "x"],
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("ca/ca.key")).expect("key"),
+        key
+    );
+
+    let out = dir.path().join("out");
+    let out = out.to_str().expect("utf-8");
+    let (code, _, err) = run(
+        "vigie-collector",
+        &[
+            "ca", "issue", "--dir", ca, "--agent", "Bad Name", "--out", out,
+        ],
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("invalid name \"Bad Name\""), "{err}");
+
+    let (code, _, err) = run(
+        "vigie-collector",
+        &["ca", "issue", "--dir", ca, "--out", out],
+    );
+    assert_eq!(
+        code, 64,
+        "missing --agent/--operator is a usage error: {err}"
+    );
+
+    let (code, stdout, err) = run(
+        "vigie-collector",
+        &["ca", "issue", "--dir", ca, "--agent", "auray", "--out", out],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("auray.key"));
+    for f in ["ca.pem", "auray.pem", "auray.key"] {
+        assert!(dir.path().join("out").join(f).exists(), "{f}");
+    }
+}
+
+#[test]
+fn expired_agent_certificate_is_refused() {
+    let pki = Pki::new();
+    let collector = Collector::spawn(&pki);
+    let day = Duration::from_secs(86_400);
+    let expired = pki.agent_with_validity(
+        "old",
+        Validity {
+            not_before: SystemTime::now() - 30 * day,
+            not_after: SystemTime::now() - day,
+        },
+    );
+    let agent = Agent::spawn(&expired, &collector);
+    agent.wait_log(
+        "the collector refused our certificate: received fatal alert: CertificateExpired",
+        Duration::from_secs(10),
+    );
+    assert!(collector.agents().is_empty());
+}
+
+#[test]
+fn collector_certificate_that_does_not_name_the_dialled_host_is_refused() {
+    let pki = Pki::with_server_names(&["collector.example.net"]);
+    let collector = Collector::spawn(&pki);
+    let agent = Agent::spawn(&pki.agent("auray"), &collector);
+    let log = agent.wait_log("cannot open a session", Duration::from_secs(10));
+    assert!(log.contains("not valid for name"), "{log}");
+    assert!(collector.agents().is_empty());
+}
+
+#[test]
+fn agents_command_says_when_the_collector_is_absent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("nothing.sock");
+    let (code, _, err) = run(
+        "vigie-collector",
+        &["agents", "--socket", sock.to_str().expect("utf-8")],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot reach the collector at") && err.contains("nothing.sock"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
