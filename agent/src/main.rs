@@ -66,18 +66,20 @@ fn main() -> ExitCode {
 fn sample(json: bool) -> ExitCode {
     let info = metrics::SystemInfo::read();
     let report = metrics::sample(0);
-    if json {
+    let text = if json {
         let value = serde_json::json!({ "hello": info.hello(0), "report": report });
         match serde_json::to_string_pretty(&value) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => s + "\n",
             Err(e) => {
                 eprintln!("vigie-agent: {e}");
                 return ExitCode::FAILURE;
             }
         }
     } else {
-        print!("{}", vigie_agent::metrics::render(&info, &report));
-    }
+        vigie_agent::metrics::render(&info, &report)
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     ExitCode::SUCCESS
 }
 

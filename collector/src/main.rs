@@ -130,7 +130,8 @@ fn main() -> ExitCode {
     };
     match printed {
         Ok(text) => {
-            print!("{text}");
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
             ExitCode::SUCCESS
         }
         Err((code, e)) => {

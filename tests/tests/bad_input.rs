@@ -198,3 +198,41 @@ fn agents_command_says_when_the_collector_is_absent() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn connection_without_a_client_certificate_is_refused() {
+    use tokio::io::AsyncReadExt;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
+
+    let pki = Pki::new();
+    let collector = Collector::spawn(&pki);
+    let mut roots = RootCertStore::empty();
+    for c in vigie_certs::files::load_certs(&pki.files.ca_cert()).expect("ca") {
+        roots.add(c).expect("root");
+    }
+    let config = ClientConfig::builder_with_provider(vigie_certs::tls::provider())
+        .with_protocol_versions(&[&tokio_rustls::rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let err = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(collector.addr)
+            .await
+            .expect("tcp");
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        // TLS 1.3: the client's side of the handshake completes; the refusal is the reply.
+        let mut tls = connector
+            .connect(name, tcp)
+            .await
+            .expect("client handshake");
+        let mut buf = Vec::new();
+        tls.read_to_end(&mut buf).await.expect_err("refused")
+    });
+    assert!(err.to_string().contains("CertificateRequired"), "{err}");
+    assert!(collector.agents().is_empty());
+}
