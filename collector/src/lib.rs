@@ -3,15 +3,18 @@
 //! # Layout
 //! - [`config`]: `collector.toml`, validated before any socket is bound.
 //! - [`registry`]: per-agent state (session, peer, Hello, last report and when it arrived).
+//! - [`checks`], [`threshold`]: the check engine (load, disk, mem, swap, users, alive).
 //! - [`link`]: the agent port: TLS accept loop, revocation, the `AgentLink` service.
 //! - [`admin`]: the admin API on a unix socket, server and client.
 //! - [`cli`]: the operator commands (`ca …`, `agents`).
 
 pub mod admin;
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod link;
 pub mod registry;
+pub mod threshold;
 
 use std::future::Future;
 use std::path::PathBuf;

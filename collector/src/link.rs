@@ -286,7 +286,8 @@ async fn drive(
         tokio::select! {
             why = &mut killed => {
                 let why = why.unwrap_or("closed by the collector");
-                let _ = tx.send(Err(Status::aborted(why))).await;
+                // Never wait on an agent that does not read: the status is a courtesy.
+                let _ = tx.try_send(Err(Status::aborted(why)));
                 break why.to_owned();
             }
             msg = tokio::time::timeout(silence, inbound.message()) => match msg {

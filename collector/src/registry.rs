@@ -162,27 +162,38 @@ impl Registry {
         let agents = self.lock();
         let mut out: Vec<AgentStatus> = agents
             .iter()
-            .map(|(name, e)| AgentStatus {
-                name: name.clone(),
-                state: if e.session.is_some() {
-                    AgentState::Connected
-                } else {
-                    AgentState::Disconnected
-                } as i32,
-                connected_since_ms: millis(e.connected_since),
-                disconnected_since_ms: millis(e.disconnected_since),
-                peer_addr: e.peer.map(|p| p.to_string()).unwrap_or_default(),
-                hello: e.hello.clone(),
-                last_report: e.last_report.clone(),
-                last_report_ms: millis(e.last_report_at),
-                last_report_age_ms: e
-                    .last_report_at
-                    .and_then(|t| now.duration_since(t).ok())
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            })
+            .map(|(name, e)| snapshot(name, e, now))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// A snapshot of one agent, with ages measured now.
+    pub fn status(&self, name: &str) -> Option<AgentStatus> {
+        self.lock()
+            .get(name)
+            .map(|e| snapshot(name, e, SystemTime::now()))
+    }
+}
+
+fn snapshot(name: &str, e: &Entry, now: SystemTime) -> AgentStatus {
+    AgentStatus {
+        name: name.to_owned(),
+        state: if e.session.is_some() {
+            AgentState::Connected
+        } else {
+            AgentState::Disconnected
+        } as i32,
+        connected_since_ms: millis(e.connected_since),
+        disconnected_since_ms: millis(e.disconnected_since),
+        peer_addr: e.peer.map(|p| p.to_string()).unwrap_or_default(),
+        hello: e.hello.clone(),
+        last_report: e.last_report.clone(),
+        last_report_ms: millis(e.last_report_at),
+        last_report_age_ms: e
+            .last_report_at
+            .and_then(|t| now.duration_since(t).ok())
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     }
 }
 
