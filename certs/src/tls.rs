@@ -102,3 +102,40 @@ pub fn agent_link_client(m: &TlsMaterial) -> Result<Arc<ClientConfig>> {
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// Whether a server asks for client certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    /// Ask, and verify one if presented.
+    Optional,
+    Required,
+}
+
+/// Server side of the NRPE listener: what the stock check_nrpe can speak (TLS 1.2 and 1.3,
+/// no SNI needed), optionally with client certificates of the CA.
+pub fn nrpe_server(
+    m: &TlsMaterial,
+    client_auth: ClientAuth,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<ServerConfig>> {
+    let provider = provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::Optional | ClientAuth::Required => {
+            let mut v = WebPkiClientVerifier::builder_with_provider(m.roots()?, provider);
+            if !crls.is_empty() {
+                v = v.with_crls(crls).only_check_end_entity_revocation();
+            }
+            if client_auth == ClientAuth::Optional {
+                v = v.allow_unauthenticated();
+            }
+            builder.with_client_cert_verifier(v.build()?)
+        }
+    };
+    Ok(Arc::new(
+        builder.with_single_cert(m.chain.clone(), m.key.clone_key())?,
+    ))
+}

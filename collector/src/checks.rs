@@ -65,7 +65,10 @@ impl Outcome {
 /// The checks, by name, with their usage lines.
 pub const CHECKS: &[(&str, &str)] = &[
     ("alive", "alive [--stale-after DURATION]"),
-    ("load", "load -w WLOAD1,WLOAD5,WLOAD15 -c CLOAD1,CLOAD5,CLOAD15 [-r]"),
+    (
+        "load",
+        "load -w WLOAD1,WLOAD5,WLOAD15 -c CLOAD1,CLOAD5,CLOAD15 [-r]",
+    ),
     (
         "disk",
         "disk -w LIMIT -c LIMIT [-p PATH]... (LIMIT: free space as N% or a size such as 500MB, 2GB)",
@@ -183,7 +186,9 @@ impl FreeLimit {
                 .map(FreeLimit::Percent)
                 .ok_or_else(|| format!("invalid percentage {s:?}"));
         }
-        let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let n: f64 = num
             .parse()
@@ -279,7 +284,11 @@ impl Engine {
         })
     }
 
-    fn freshness<'a>(&self, status: Option<&'a AgentStatus>, over: Option<Duration>) -> Freshness<'a> {
+    fn freshness<'a>(
+        &self,
+        status: Option<&'a AgentStatus>,
+        over: Option<Duration>,
+    ) -> Freshness<'a> {
         let Some(s) = status else {
             return Freshness::Unknown;
         };
@@ -339,7 +348,7 @@ impl Engine {
         }
         // Parse the thresholds before looking at the agent: bad arguments are reported as
         // such whatever the agent's state.
-        let check: Result<Box<dyn Fn(&Report) -> Outcome>, String> = match name.as_str() {
+        let check: Result<Check, String> = match name.as_str() {
             "load" => load(&opts),
             "disk" => disk(&opts),
             "mem" => mem(&opts),
@@ -352,11 +361,19 @@ impl Engine {
         };
         match self.freshness(status.as_ref(), None) {
             Freshness::Fresh(_, report) => check(report),
-            other => Outcome::new(State::Unknown, format!("{prefix} UNKNOWN - {}", why_not(agent, &other))),
+            other => Outcome::new(
+                State::Unknown,
+                format!("{prefix} UNKNOWN - {}", why_not(agent, &other)),
+            ),
         }
     }
 
-    fn alive(&self, agent: &str, status: Option<&AgentStatus>, opts: &Opts) -> Result<Outcome, String> {
+    fn alive(
+        &self,
+        agent: &str,
+        status: Option<&AgentStatus>,
+        opts: &Opts,
+    ) -> Result<Outcome, String> {
         let over = opts
             .stale_after
             .as_deref()
@@ -373,13 +390,8 @@ impl Engine {
                 "U".to_owned()
             }
         };
-        let perf = |s: &AgentStatus| {
-            format!(
-                "age={};;{};0;",
-                age(s),
-                self.stale_after(s, over).as_secs()
-            )
-        };
+        let perf =
+            |s: &AgentStatus| format!("age={};;{};0;", age(s), self.stale_after(s, over).as_secs());
         Ok(match fresh {
             Freshness::Fresh(s, _) => Outcome::new(
                 State::Ok,
@@ -441,7 +453,12 @@ fn load_limits(s: &str, opt: &str) -> Result<[f64; 3], String> {
     let parts: Vec<&str> = s.split(',').collect();
     let nums = parts
         .iter()
-        .map(|p| p.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0))
+        .map(|p| {
+            p.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+        })
         .collect::<Option<Vec<f64>>>()
         .ok_or_else(|| format!("{opt} expects 1 or 3 numbers, got {s:?}"))?;
     match nums.as_slice() {
@@ -459,11 +476,18 @@ fn load(o: &Opts) -> Result<Check, String> {
     let per_cpu = o.per_cpu;
     Ok(Box::new(move |r: &Report| {
         let Some(l) = r.load.as_ref() else {
-            return Outcome::new(State::Unknown, "LOAD UNKNOWN - the agent sent no load averages".into());
+            return Outcome::new(
+                State::Unknown,
+                "LOAD UNKNOWN - the agent sent no load averages".into(),
+            );
         };
         let total = [l.load1, l.load5, l.load15];
         let cpus = f64::from(l.cpus.max(1));
-        let judged = if per_cpu { total.map(|v| v / cpus) } else { total };
+        let judged = if per_cpu {
+            total.map(|v| v / cpus)
+        } else {
+            total
+        };
         let state = if (0..3).any(|i| judged[i] > crit[i]) {
             State::Critical
         } else if (0..3).any(|i| judged[i] > warn[i]) {
@@ -489,7 +513,11 @@ fn load(o: &Opts) -> Result<Check, String> {
             }
         } else {
             for i in 0..3 {
-                let _ = write!(perf, "{}={:.3};{:.3};{:.3};0; ", names[i], total[i], warn[i], crit[i]);
+                let _ = write!(
+                    perf,
+                    "{}={:.3};{:.3};{:.3};0; ",
+                    names[i], total[i], warn[i], crit[i]
+                );
             }
         }
         let _ = write!(
@@ -530,8 +558,11 @@ fn disk(o: &Opts) -> Result<Check, String> {
                     Some(f) if !v.iter().any(|x| x.mount_point == f.mount_point) => v.push(f),
                     Some(_) => {}
                     None => {
-                        let mounted: Vec<&str> =
-                            r.filesystems.iter().map(|f| f.mount_point.as_str()).collect();
+                        let mounted: Vec<&str> = r
+                            .filesystems
+                            .iter()
+                            .map(|f| f.mount_point.as_str())
+                            .collect();
                         return Outcome::new(
                             State::Unknown,
                             format!(
@@ -545,7 +576,10 @@ fn disk(o: &Opts) -> Result<Check, String> {
             v
         };
         if selected.is_empty() {
-            return Outcome::new(State::Unknown, "DISK UNKNOWN - the agent reported no filesystems".into());
+            return Outcome::new(
+                State::Unknown,
+                "DISK UNKNOWN - the agent reported no filesystems".into(),
+            );
         }
         let mut state = State::Ok;
         let mut text = String::new();
@@ -581,7 +615,10 @@ fn disk(o: &Opts) -> Result<Check, String> {
                 total
             );
         }
-        Outcome::new(state, format!("DISK {} - free space:{text}|{perf}", state.label()))
+        Outcome::new(
+            state,
+            format!("DISK {} - free space:{text}|{perf}", state.label()),
+        )
     }))
 }
 
@@ -608,7 +645,10 @@ fn mem(o: &Opts) -> Result<Check, String> {
     let crit = mem_percent(&required(&o.critical, "-c")?, "-c")?;
     Ok(Box::new(move |r: &Report| {
         let Some(m) = r.memory.as_ref().filter(|m| m.total_bytes > 0) else {
-            return Outcome::new(State::Unknown, "MEM UNKNOWN - the agent sent no memory figures".into());
+            return Outcome::new(
+                State::Unknown,
+                "MEM UNKNOWN - the agent sent no memory figures".into(),
+            );
         };
         let used = percent(m.used_bytes, m.total_bytes);
         let state = if used > crit {
@@ -640,22 +680,37 @@ fn mem(o: &Opts) -> Result<Check, String> {
 fn swap(o: &Opts) -> Result<Check, String> {
     let warn = FreeLimit::parse(&required(&o.warning, "-w")?)?;
     let crit = FreeLimit::parse(&required(&o.critical, "-c")?)?;
-    let no_swap = match o.no_swap_state.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let no_swap = match o
+        .no_swap_state
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("critical") => State::Critical,
         Some("ok") => State::Ok,
         Some("warning") => State::Warning,
         Some("unknown") => State::Unknown,
-        Some(other) => return Err(format!("-n expects ok, warning, critical or unknown, got {other:?}")),
+        Some(other) => {
+            return Err(format!(
+                "-n expects ok, warning, critical or unknown, got {other:?}"
+            ));
+        }
     };
     Ok(Box::new(move |r: &Report| {
         let Some(s) = r.swap.as_ref() else {
-            return Outcome::new(State::Unknown, "SWAP UNKNOWN - the agent sent no swap figures".into());
+            return Outcome::new(
+                State::Unknown,
+                "SWAP UNKNOWN - the agent sent no swap figures".into(),
+            );
         };
         let total = s.total_bytes;
         let free = total.saturating_sub(s.used_bytes);
         let free_pct = percent(free, total);
         let (state, extra) = if total == 0 {
-            (no_swap, " - Swap is either disabled, not present, or of zero size.")
+            (
+                no_swap,
+                " - Swap is either disabled, not present, or of zero size.",
+            )
         } else if crit.alerts(free, free_pct) {
             (State::Critical, "")
         } else if warn.alerts(free, free_pct) {
@@ -808,10 +863,19 @@ mod tests {
         // A path below a mount point is judged on the filesystem that holds it.
         let o = run(&e, "disk -w 20% -c 10% -p /var/run/pid -p /usr");
         assert_eq!(o.state, State::Critical);
-        assert!(o.output.starts_with("DISK CRITICAL - free space: /var/run 0MiB (0% inode=0%); / 77766MiB"), "{}", o.output);
+        assert!(
+            o.output
+                .starts_with("DISK CRITICAL - free space: /var/run 0MiB (0% inode=0%); / 77766MiB"),
+            "{}",
+            o.output
+        );
         // Sizes: 100 GiB free required.
         assert_eq!(run(&e, "disk -w 100GB -c 1GB -p /").state, State::Warning);
-        assert_eq!(run(&e, "disk -w 20% -c 10%").state, State::Critical, "all filesystems");
+        assert_eq!(
+            run(&e, "disk -w 20% -c 10%").state,
+            State::Critical,
+            "all filesystems"
+        );
         let o = run(&e, "disk -w 20% -c 10% -p /nonexistent");
         assert_eq!(o.state, State::Ok, "/ holds /nonexistent: {}", o.output);
         let o = run(&e, "disk -w 20 percent -c 10%");
@@ -854,7 +918,16 @@ mod tests {
     #[test]
     fn unknown_agents_and_bad_arguments_are_unknown() {
         let e = engine_with(Some(report()));
-        let o = e.run("nobody", &["load".into(), "-w".into(), "1".into(), "-c".into(), "2".into()]);
+        let o = e.run(
+            "nobody",
+            &[
+                "load".into(),
+                "-w".into(),
+                "1".into(),
+                "-c".into(),
+                "2".into(),
+            ],
+        );
         assert_eq!(o.state, State::Unknown);
         assert_eq!(
             o.output,
@@ -862,11 +935,27 @@ mod tests {
         );
         let o = run(&e, "load -w 1,2 -c 3");
         assert_eq!(o.state, State::Unknown);
-        assert!(o.output.contains("-w expects 1 or 3 numbers") && o.output.contains("Usage: load -w"), "{}", o.output);
+        assert!(
+            o.output.contains("-w expects 1 or 3 numbers") && o.output.contains("Usage: load -w"),
+            "{}",
+            o.output
+        );
         assert!(run(&e, "load -w 1").output.contains("-c is required"));
-        assert!(run(&e, "users -w 1 -c 2 -x").output.contains("unknown option \"-x\""));
-        assert!(run(&e, "disk -w 1% -c 1% -r").output.contains("does not apply"));
-        assert!(run(&e, "frobnicate").output.contains("unknown check \"frobnicate\""));
+        assert!(
+            run(&e, "users -w 1 -c 2 -x")
+                .output
+                .contains("unknown option \"-x\"")
+        );
+        assert!(
+            run(&e, "disk -w 1% -c 1% -r")
+                .output
+                .contains("does not apply")
+        );
+        assert!(
+            run(&e, "frobnicate")
+                .output
+                .contains("unknown check \"frobnicate\"")
+        );
         assert_eq!(e.run("auray", &[]).state, State::Unknown);
     }
 
@@ -884,15 +973,38 @@ mod tests {
         let e = engine_with(Some(report()));
         let o = run(&e, "alive");
         assert_eq!(o.state, State::Ok);
-        assert!(o.output.starts_with("ALIVE OK - auray reported 0s ago"), "{}", o.output);
+        assert!(
+            o.output.starts_with("ALIVE OK - auray reported 0s ago"),
+            "{}",
+            o.output
+        );
         assert!(o.output.ends_with("|age=0s;;30;0;"), "{}", o.output);
-        assert!(run(&e, "alive --stale-after=forever").output.contains("invalid duration"));
+        assert!(
+            run(&e, "alive --stale-after=forever")
+                .output
+                .contains("invalid duration")
+        );
         // A zero staleness limit makes any report too old after a millisecond.
         std::thread::sleep(Duration::from_millis(5));
         let stale = Engine::new(e.registry.clone(), Some(Duration::ZERO));
-        let o = stale.run("auray", &["users".into(), "-w".into(), "5".into(), "-c".into(), "9".into()]);
+        let o = stale.run(
+            "auray",
+            &[
+                "users".into(),
+                "-w".into(),
+                "5".into(),
+                "-c".into(),
+                "9".into(),
+            ],
+        );
         assert_eq!(o.state, State::Unknown);
-        assert!(o.output.starts_with("USERS UNKNOWN - last report from auray is 0s old (stale after 0s), received "), "{}", o.output);
+        assert!(
+            o.output.starts_with(
+                "USERS UNKNOWN - last report from auray is 0s old (stale after 0s), received "
+            ),
+            "{}",
+            o.output
+        );
         let o = stale.run("auray", &["alive".into()]);
         assert_eq!(o.state, State::Critical);
     }

@@ -5,6 +5,7 @@
 //! - [`registry`]: per-agent state (session, peer, Hello, last report and when it arrived).
 //! - [`checks`], [`threshold`]: the check engine (load, disk, mem, swap, users, alive).
 //! - [`link`]: the agent port: TLS accept loop, revocation, the `AgentLink` service.
+//! - [`nrpe`]: the NRPE-compatible listener for the stock check_nrpe.
 //! - [`admin`]: the admin API on a unix socket, server and client.
 //! - [`cli`]: the operator commands (`ca …`, `agents`).
 
@@ -13,6 +14,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod link;
+pub mod nrpe;
 pub mod registry;
 pub mod threshold;
 
@@ -31,11 +33,47 @@ pub use registry::Registry;
 /// How long in-flight work may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Loads the agent port's TLS material (certificate, key, CA, CRL) named by the config.
-pub fn load_tls(config: &Config) -> Result<Arc<AgentTls>, vigie_certs::Error> {
+/// The collector's TLS state, loaded and validated before any socket is bound.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub agents: Arc<AgentTls>,
+    /// `None` when there is no NRPE listener or it runs without TLS.
+    pub nrpe: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("agents", &self.agents)
+            .field("nrpe", &self.nrpe.is_some())
+            .finish()
+    }
+}
+
+/// Loads the TLS material (certificate, key, CA, CRL) named by the config.
+pub fn load_tls(config: &Config) -> Result<ServerTls, vigie_certs::Error> {
     let material =
         vigie_certs::TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
-    Ok(Arc::new(AgentTls::new(material, config.tls.crl_path())?))
+    let crl_path = config.tls.crl_path();
+    let nrpe = match &config.nrpe {
+        Some(n) if n.tls => {
+            use vigie_certs::tls::ClientAuth;
+            let auth = match n.client_certs {
+                config::ClientCerts::None => ClientAuth::None,
+                config::ClientCerts::Ask => ClientAuth::Optional,
+                config::ClientCerts::Require => ClientAuth::Required,
+            };
+            let crls = vigie_certs::files::load_crls(&crl_path)?;
+            Some(tokio_rustls::TlsAcceptor::from(
+                vigie_certs::tls::nrpe_server(&material, auth, crls)?,
+            ))
+        }
+        _ => None,
+    };
+    Ok(ServerTls {
+        agents: Arc::new(AgentTls::new(material, crl_path)?),
+        nrpe,
+    })
 }
 
 /// The collector's bound sockets.
@@ -45,6 +83,8 @@ pub struct Listeners {
     pub admin: UnixListener,
     /// Removed on shutdown.
     pub admin_path: PathBuf,
+    /// NRPE listeners, each with the agent it serves (`None`: named by the first argument).
+    pub nrpe: Vec<(TcpListener, Option<String>)>,
 }
 
 impl Listeners {
@@ -53,11 +93,22 @@ impl Listeners {
         let agents = TcpListener::bind(config.listen.agents)
             .await
             .with_context(|| format!("cannot listen for agents on {}", config.listen.agents))?;
+        let mut nrpe = Vec::new();
+        if let Some(n) = &config.nrpe {
+            let fixed = n.agents.iter().map(|(a, addr)| (*addr, Some(a.clone())));
+            for (addr, agent) in n.listen.iter().map(|a| (*a, None)).chain(fixed) {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for NRPE on {addr}"))?;
+                nrpe.push((l, agent));
+            }
+        }
         let admin = admin::bind(&config.listen.admin_socket)?;
         Ok(Listeners {
             agents,
             admin,
             admin_path: config.listen.admin_socket.clone(),
+            nrpe,
         })
     }
 }
@@ -65,18 +116,34 @@ impl Listeners {
 /// Runs the collector on already-bound listeners until `shutdown` completes, then closes
 /// agent sessions and gives in-flight requests a bounded grace period.
 pub async fn serve(
-    tls: Arc<AgentTls>,
+    config: &Config,
+    tls: ServerTls,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::new());
+    let engine = checks::Engine::new(registry.clone(), config.checks.stale_after);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    if let Some(n) = &config.nrpe {
+        let server = Arc::new(nrpe::Server::new(
+            n.clone(),
+            engine.clone(),
+            tls.nrpe.clone(),
+        ));
+        for (listener, agent) in listeners.nrpe {
+            tokio::spawn(
+                server
+                    .clone()
+                    .serve(listener, agent, stopped(stop_rx.clone())),
+            );
+        }
+    }
     let mut agents = tokio::spawn(link::serve(
         listeners.agents,
-        tls,
+        tls.agents,
         registry.clone(),
         stopped(stop_rx.clone()),
     ));

@@ -180,7 +180,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let listeners = Listeners::bind(&config).await?;
-            vigie_collector::serve(tls, listeners, shutdown_signal()).await
+            vigie_collector::serve(&config, tls, listeners, shutdown_signal()).await
         })
     });
     match result {

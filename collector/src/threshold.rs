@@ -26,7 +26,11 @@ pub struct RangeError {
 
 fn number(s: &str) -> Option<f64> {
     // The guidelines allow digits, '-', '.' only: no exponents, no inf/nan.
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.') {
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
         return None;
     }
     s.parse().ok()

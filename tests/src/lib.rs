@@ -157,6 +157,12 @@ pub struct Collector {
 
 impl Collector {
     pub fn spawn(pki: &Pki) -> Collector {
+        Self::spawn_with(pki, |_| {})
+    }
+
+    /// Spawns with a config adjusted by `adjust` (an NRPE section, say). Listener addresses
+    /// with port 0 get a free port; [`Collector::nrpe_addr`] tells which.
+    pub fn spawn_with(pki: &Pki, adjust: impl FnOnce(&mut Config)) -> Collector {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = Config {
             listen: config::Listen {
@@ -169,7 +175,11 @@ impl Collector {
                 key: pki.files.collector_key(),
                 crl: None,
             },
+            nrpe: None,
+            checks: config::Checks::default(),
         };
+        let mut config = config;
+        adjust(&mut config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -206,14 +216,28 @@ impl Collector {
         });
         self.addr = listeners.agents.local_addr().expect("local addr");
         self.config.listen.agents = self.addr;
+        // Remember the ports the OS picked so that a restart binds the same ones.
+        if let Some(n) = self.config.nrpe.as_mut() {
+            let bound: Vec<SocketAddr> = listeners
+                .nrpe
+                .iter()
+                .map(|(l, _)| l.local_addr().expect("local addr"))
+                .collect();
+            let (main, fixed) = bound.split_at(n.listen.len());
+            n.listen = main.to_vec();
+            for (addr, (_, a)) in fixed.iter().zip(n.agents.iter_mut()) {
+                *a = *addr;
+            }
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         self.stop = Some(stop);
-        self.task = Some(
-            self.runtime
-                .spawn(vigie_collector::serve(tls, listeners, async {
-                    let _ = stopped.await;
-                })),
-        );
+        let config = self.config.clone();
+        self.task = Some(self.runtime.spawn(async move {
+            vigie_collector::serve(&config, tls, listeners, async {
+                let _ = stopped.await;
+            })
+            .await
+        }));
     }
 
     /// Stops the collector (as SIGTERM would) and waits for it to finish.
@@ -233,6 +257,15 @@ impl Collector {
     pub fn restart(&mut self) {
         self.stop();
         self.start();
+    }
+
+    /// The first `[nrpe] listen` address, or the port of `agent` in `[nrpe.agents]`.
+    pub fn nrpe_addr(&self, agent: Option<&str>) -> SocketAddr {
+        let n = self.config.nrpe.as_ref().expect("an [nrpe] section");
+        match agent {
+            None => n.listen[0],
+            Some(a) => n.agents[a],
+        }
     }
 
     pub fn socket(&self) -> &Path {

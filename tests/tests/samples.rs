@@ -40,7 +40,30 @@ fn collector_sample_parses_with_every_key_set() {
     let (path, text) = sample("collector.toml.sample");
     let c = vigie_collector::Config::from_toml(&path, &text).expect("collector sample is valid");
     assert_eq!(c.listen.agents.port(), 5668);
-    for key in ["agents", "admin_socket", "ca", "cert", "key", "crl"] {
+    let nrpe = c.nrpe.expect("the sample has an [nrpe] section");
+    assert_eq!(nrpe.agents["auray"].port(), 6001);
+    // The sample's command table is the built-in default, spelled out.
+    let defaults: std::collections::BTreeMap<String, String> =
+        vigie_collector::config::DEFAULT_COMMANDS
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+    assert_eq!(nrpe.commands, defaults);
+    for key in [
+        "agents",
+        "admin_socket",
+        "ca",
+        "cert",
+        "key",
+        "crl",
+        "stale_after",
+        "listen",
+        "tls",
+        "client_certs",
+        "allowed_hosts",
+        "allow_arguments",
+        "connection_timeout",
+    ] {
         assert!(
             text.contains(&format!("\n{key} =")),
             "{key} is not documented"
