@@ -135,7 +135,11 @@ pub fn nrpe_server(
             builder.with_client_cert_verifier(v.build()?)
         }
     };
-    Ok(Arc::new(
-        builder.with_single_cert(m.chain.clone(), m.key.clone_key())?,
-    ))
+    // The TLS 1.3 session tickets stay on although check_nrpe never resumes: they are what
+    // the server sends right after the client's Finished, so the client's next segment (the
+    // query, held back by Nagle's algorithm) is acknowledged at once. Without them every
+    // check waited ~40 ms for a delayed ACK (measured: 7 ms per check with, 51 ms without).
+    let config = builder.with_single_cert(m.chain.clone(), m.key.clone_key())?;
+    debug_assert!(config.send_tls13_tickets > 0);
+    Ok(Arc::new(config))
 }

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""200 sequential stock check_nrpe calls over TLS: the Vigie collector vs the stock NRPE daemon.
+
+Starts, on loopback and in a temporary folder: a collector with an NRPE TLS listener and one
+agent reporting to it; the stock nrpe daemon (Debian nagios-nrpe-server) with
+command[check_load] running the real check_load plugin. Then times N sequential check_nrpe
+calls against each, alternating rounds, and prints checks/s, median and p90.
+
+Usage: bench/nrpe_sequential.py [--calls 200] [--rounds 3]   (run as root; builds release)
+"""
+import argparse, os, pathlib, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CHECK_NRPE = "/usr/lib/nagios/plugins/check_nrpe"
+CHECK_LOAD = "/usr/lib/nagios/plugins/check_load"
+NRPE = "/usr/sbin/nrpe"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on 127.0.0.1:{port}")
+
+
+def timed(args, n):
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        times.append(time.perf_counter() - t0)
+        if r.returncode != 0:
+            sys.exit(f"{' '.join(args)} failed ({r.returncode}): {r.stdout.decode()}")
+    return times
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    for tool in (CHECK_NRPE, CHECK_LOAD, NRPE):
+        if not os.path.exists(tool):
+            sys.exit(f"{tool} missing: apt-get install nagios-nrpe-plugin nagios-nrpe-server monitoring-plugins-basic")
+    subprocess.run(["cargo", "build", "--release", "--bins", "-q"], cwd=ROOT, check=True)
+    bin_dir = ROOT / "target" / "release"
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="vigie-bench-"))
+    procs = []
+    try:
+        coll = bin_dir / "vigie-collector"
+        subprocess.run([coll, "ca", "init", "--dir", tmp / "ca", "--server-name", "127.0.0.1"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([coll, "ca", "issue", "--dir", tmp / "ca", "--agent", "bench", "--out", tmp / "agent"], check=True, stdout=subprocess.DEVNULL)
+        agent_port, vigie_port, stock_port = free_port(), free_port(), free_port()
+        (tmp / "collector.toml").write_text(f"""
+[listen]
+agents = "127.0.0.1:{agent_port}"
+admin_socket = "collector.sock"
+[tls]
+ca = "ca/ca.pem"
+cert = "ca/collector.pem"
+key = "ca/collector.key"
+[nrpe]
+listen = ["127.0.0.1:{vigie_port}"]
+""")
+        (tmp / "agent.toml").write_text(f"""
+collectors = ["127.0.0.1:{agent_port}"]
+interval = "10s"
+[tls]
+ca = "agent/ca.pem"
+cert = "agent/bench.pem"
+key = "agent/bench.key"
+""")
+        (tmp / "nrpe.cfg").write_text(f"""
+server_address=127.0.0.1
+server_port={stock_port}
+nrpe_user=nagios
+nrpe_group=nagios
+allowed_hosts=127.0.0.1
+dont_blame_nrpe=0
+command_timeout=60
+connection_timeout=300
+pid_file={tmp}/nrpe.pid
+command[check_load]={CHECK_LOAD} -w 15,10,5 -c 30,25,20
+""")
+        log = open(tmp / "logs.txt", "w")
+        procs.append(subprocess.Popen([coll, "serve", "--config", tmp / "collector.toml"], stderr=log))
+        procs.append(subprocess.Popen([bin_dir / "vigie-agent", "run", "--config", tmp / "agent.toml"], stderr=log))
+        procs.append(subprocess.Popen([NRPE, "-c", tmp / "nrpe.cfg", "-f"], stdout=log, stderr=log))
+        wait_port(vigie_port)
+        wait_port(stock_port)
+        vigie = [CHECK_NRPE, "-H", "127.0.0.1", "-p", str(vigie_port), "-c", "check_load", "-a", "bench"]
+        stock = [CHECK_NRPE, "-H", "127.0.0.1", "-p", str(stock_port), "-c", "check_load"]
+        deadline = time.time() + 15
+        while subprocess.run(vigie, stdout=subprocess.DEVNULL).returncode != 0:
+            if time.time() > deadline:
+                sys.exit("the agent never reported")
+            time.sleep(0.2)
+        results = {"vigie-collector": [], "stock nrpe 4.1": []}
+        for _ in range(a.rounds):
+            for name, args in (("vigie-collector", vigie), ("stock nrpe 4.1", stock)):
+                t0 = time.perf_counter()
+                times = timed(args, a.calls)
+                results[name].append((a.calls / (time.perf_counter() - t0), times))
+        print(f"{a.calls} sequential check_nrpe (TLS, v4) calls x {a.rounds} rounds, load average {os.getloadavg()[0]:.2f}")
+        print(f"{'server':18} {'checks/s (median round)':>24} {'median':>9} {'p90':>9}")
+        rates = {}
+        for name, rounds in results.items():
+            all_t = sorted(t for _, ts in rounds for t in ts)
+            rate = statistics.median(r for r, _ in rounds)
+            rates[name] = rate
+            p90 = all_t[int(len(all_t) * 0.9)]
+            print(f"{name:18} {rate:24.1f} {statistics.median(all_t)*1000:7.1f}ms {p90*1000:7.1f}ms")
+        print(f"ratio: {rates['vigie-collector'] / rates['stock nrpe 4.1']:.1f}x")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
