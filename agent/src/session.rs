@@ -9,23 +9,18 @@
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use anyhow::anyhow;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::ClientConfig;
-use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint, Uri};
 use vigie_proto::agent_link_client::AgentLinkClient;
 use vigie_proto::{AgentMessage, CollectorMessage, agent_message, collector_message};
 
 use crate::config::{CollectorAddr, Config};
+
 use crate::metrics::{self, SystemInfo};
 
 /// TCP connect plus TLS handshake plus HTTP/2 preface.
@@ -174,9 +169,10 @@ async fn session(
         established: false,
         error,
     };
-    let channel = match tokio::time::timeout(CONNECT_TIMEOUT, dial(addr, tls.clone())).await {
+    let dialing = vigie_proto::channel::dial_tls(&addr.host, addr.port, tls.clone());
+    let channel = match tokio::time::timeout(CONNECT_TIMEOUT, dialing).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return failed(e),
+        Ok(Err(e)) => return failed(anyhow!(e)),
         Err(_) => return failed(anyhow!("no answer within {}s", CONNECT_TIMEOUT.as_secs())),
     };
     let mut client = AgentLinkClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
@@ -289,108 +285,8 @@ async fn send_report(
     }
 }
 
-/// An error and its causes on one line, skipping causes whose text is already there
-/// (tonic and hyper repeat the io error at several levels).
-fn one_line(head: String, mut source: Option<&dyn std::error::Error>) -> anyhow::Error {
-    let mut text = head;
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    anyhow!(text)
-}
-
 fn status_error(status: tonic::Status) -> anyhow::Error {
-    let head = format!("{:?}: {}", status.code(), status.message());
-    one_line(head, std::error::Error::source(&status))
-}
-
-/// Opens the HTTP/2 connection: TCP, then TLS with our client certificate, verifying that
-/// the collector's certificate names the host we dialled.
-pub async fn dial(addr: &CollectorAddr, tls: Arc<ClientConfig>) -> anyhow::Result<Channel> {
-    let server_name = ServerName::try_from(addr.host.clone())
-        .with_context(|| format!("invalid collector host {:?}", addr.host))?;
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("invalid collector address {addr}"))?
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
-    let connector = TlsConnector::from(tls);
-    let (host, port) = (addr.host.clone(), addr.port);
-    let channel = endpoint
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let (connector, server_name, host) =
-                (connector.clone(), server_name.clone(), host.clone());
-            async move {
-                let tcp = TcpStream::connect((host.as_str(), port)).await?;
-                tcp.set_nodelay(true)?;
-                let mut tls = connector
-                    .connect(server_name, tcp)
-                    .await
-                    .map_err(|e| io::Error::new(e.kind(), format!("tls handshake: {e}")))?;
-                await_acceptance(&mut tls).await?;
-                Ok::<_, io::Error>(TokioIo::new(tls))
-            }
-        }))
-        .await
-        // tonic's own message is only "transport error"; the cause is in the chain.
-        .map_err(|e| one_line(String::new(), std::error::Error::source(&e)))?;
-    Ok(channel)
-}
-
-/// How long to wait for the collector's verdict on our certificate.
-const VERDICT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// In TLS 1.3 the server checks the client's certificate after the client considers the
-/// handshake done, so a refusal (unknown CA, expired, revoked) would otherwise surface later
-/// as a bare "broken pipe". The collector answers an accepted certificate with session
-/// tickets and a refused one with an alert: read that first record so the log can say which.
-async fn await_acceptance(tls: &mut tokio_rustls::client::TlsStream<TcpStream>) -> io::Result<()> {
-    struct TryRead<'a>(&'a TcpStream);
-    impl io::Read for TryRead<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.0.try_read(buf)
-        }
-    }
-    let verdict = async {
-        loop {
-            let (tcp, conn) = tls.get_mut();
-            tcp.readable().await?;
-            match conn.read_tls(&mut TryRead(tcp)) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        "the collector closed the connection after the TLS handshake",
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-            let state = conn.process_new_packets().map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!("the collector refused our certificate: {e}"),
-                )
-            })?;
-            if state.peer_has_closed() {
-                continue;
-            }
-            return Ok(());
-        }
-    };
-    match tokio::time::timeout(VERDICT_TIMEOUT, verdict).await {
-        Ok(r) => r,
-        // No ticket: an older or differently configured server. Carry on; a refusal will
-        // show on the first request instead.
-        Err(_) => Ok(()),
-    }
+    anyhow!(vigie_proto::channel::status_text(&status))
 }
 
 #[cfg(test)]

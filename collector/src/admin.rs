@@ -1,8 +1,9 @@
 //! The admin API: what the operator CLI and `check_vigie` ask the collector.
 //!
-//! It is served on a unix socket whose file permissions are the access control (mode 0660;
-//! the service's group, `nagios` in the packaged unit, may use it). This module owns both
-//! sides: the server and the client the CLI uses.
+//! It is served on a unix socket whose file permissions are the access control (mode 0660,
+//! group `listen.admin_group` or the service's), and optionally on a TCP port
+//! (`listen.admin_tcp`) that requires an operator certificate of the Vigie CA. This module
+//! owns both sides: the servers and the client the CLI and the plugin use.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -10,15 +11,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use vigie_certs::identity::{RoleKind, identity};
 use vigie_proto::admin_client::AdminClient;
 use vigie_proto::admin_server::{Admin, AdminServer};
-use vigie_proto::{ListAgentsRequest, ListAgentsResponse};
+use vigie_proto::{CheckRequest, CheckResponse, ListAgentsRequest, ListAgentsResponse};
 
+use crate::checks::Engine;
+use crate::link::AgentTls;
 use crate::registry::Registry;
 
 /// Mode of the admin socket: owner and group may connect.
@@ -29,6 +32,8 @@ pub const SOCKET_MODE: u32 = 0o660;
 pub enum BindError {
     #[error("admin socket {path} is in use: is another collector running?")]
     InUse { path: PathBuf },
+    #[error("admin socket {path}: no group named {group:?} (listen.admin_group)")]
+    Group { path: PathBuf, group: String },
     #[error("cannot create the admin socket {path}")]
     Io {
         path: PathBuf,
@@ -38,8 +43,8 @@ pub enum BindError {
 }
 
 /// Binds the admin socket: creates its folder, removes a stale socket left by a collector
-/// that died (but never one that still answers), and sets mode 0660.
-pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+/// that died (but never one that still answers), sets mode 0660 and, when given, the group.
+pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, BindError> {
     let io_err = |source| BindError::Io {
         path: path.to_owned(),
         source,
@@ -55,41 +60,117 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
         }
         std::fs::remove_file(path).map_err(io_err)?;
     }
+    let gid = match group {
+        Some(g) => Some(group_id(g).ok_or_else(|| BindError::Group {
+            path: path.to_owned(),
+            group: g.to_owned(),
+        })?),
+        None => None,
+    };
     let listener = UnixListener::bind(path).map_err(io_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(io_err)?;
+    if gid.is_some() {
+        std::os::unix::fs::chown(path, None, gid).map_err(io_err)?;
+    }
     Ok(listener)
+}
+
+/// The id of a group, from the group database.
+fn group_id(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getgrnam returns NULL or a pointer to a static entry, read at once; the
+    // collector looks groups up only here, at start-up.
+    let entry = unsafe { libc::getgrnam(c.as_ptr()) };
+    // SAFETY: checked for NULL.
+    (!entry.is_null()).then(|| unsafe { (*entry).gr_gid })
 }
 
 /// The `Admin` gRPC service.
 #[derive(Debug, Clone)]
 pub struct AdminService {
     registry: Arc<Registry>,
+    engine: Engine,
+}
+
+/// Who may call: anyone who could open the unix socket; over TLS, operators only.
+fn authorize<T>(req: &Request<T>) -> Result<(), Status> {
+    let Some(certs) = req.peer_certs() else {
+        return Ok(());
+    };
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let id = identity(leaf.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    if id.role != RoleKind::Operator {
+        tracing::warn!(peer = ?req.remote_addr(), name = %id.name, role = %id.role, "admin request refused: not an operator certificate");
+        return Err(Status::permission_denied(format!(
+            "the admin port takes operator certificates only; this is the {} certificate of {:?}",
+            id.role, id.name
+        )));
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn list_agents(
         &self,
-        _req: Request<ListAgentsRequest>,
+        req: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
+        authorize(&req)?;
         Ok(Response::new(ListAgentsResponse {
             agents: self.registry.list(),
         }))
     }
+
+    async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        authorize(&req)?;
+        let req = req.into_inner();
+        let outcome = self.engine.run(&req.agent, &req.argv);
+        Ok(Response::new(CheckResponse {
+            state: outcome.state.code(),
+            output: outcome.output,
+        }))
+    }
 }
 
-/// Serves the admin API on `listener` until `shutdown`.
+fn service(registry: Arc<Registry>, engine: Engine) -> AdminServer<AdminService> {
+    AdminServer::new(AdminService { registry, engine }).max_decoding_message_size(64 << 10)
+}
+
+/// Serves the admin API on the unix socket `listener` until `shutdown`.
 pub async fn serve(
     listener: UnixListener,
     registry: Arc<Registry>,
+    engine: Engine,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tracing::info!(socket = ?listener.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_owned)), "admin API listening");
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
         .serve_with_incoming_shutdown(
-            AdminServer::new(AdminService { registry }),
+            service(registry, engine),
             UnixListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}
+
+/// Serves the admin API on a TCP port that requires operator certificates (mutual TLS,
+/// the same CA and revocation list as the agent port).
+pub async fn serve_tcp(
+    listener: TcpListener,
+    tls: Arc<AgentTls>,
+    registry: Arc<Registry>,
+    engine: Engine,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    tracing::info!(addr = ?listener.local_addr().ok(), "admin API listening for operators (mutual TLS)");
+    tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .serve_with_incoming_shutdown(
+            service(registry, engine),
+            crate::link::incoming(listener, tls, "admin"),
             shutdown,
         )
         .await
@@ -97,22 +178,11 @@ pub async fn serve(
 
 /// A client of the admin API over the unix socket.
 pub async fn connect(socket: &Path) -> anyhow::Result<AdminClient<Channel>> {
-    let path = socket.to_owned();
-    // The URI is required by tonic but unused: the connector always dials the socket.
-    let channel = Endpoint::from_static("http://collector.invalid")
-        .connect_timeout(Duration::from_secs(5))
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .map_err(|e| {
-            let cause = std::error::Error::source(&e)
-                .map_or_else(|| e.to_string(), ToString::to_string);
-            anyhow::anyhow!(
-                "cannot reach the collector at {}: {cause} (is `vigie-collector serve` running, and may this user open the socket?)",
-                socket.display()
-            )
-        })?;
+    let channel = vigie_proto::channel::dial_unix(socket).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the collector at {}: {e} (is `vigie-collector serve` running, and may this user open the socket?)",
+            socket.display()
+        )
+    })?;
     Ok(AdminClient::new(channel))
 }

@@ -178,6 +178,12 @@ pub struct Listen {
     /// The admin API for the CLI and check_vigie.
     #[serde(default = "default_admin_socket")]
     pub admin_socket: PathBuf,
+    /// Group given to the admin socket (mode 0660), e.g. "nagios"; default: the process's.
+    #[serde(default)]
+    pub admin_group: Option<String>,
+    /// Optional TCP admin port for remote check_vigie and CLI: operator certificates only.
+    #[serde(default)]
+    pub admin_tcp: Option<SocketAddr>,
 }
 
 impl Default for Listen {
@@ -185,6 +191,8 @@ impl Default for Listen {
         Listen {
             agents: default_agents(),
             admin_socket: default_admin_socket(),
+            admin_group: None,
+            admin_tcp: None,
         }
     }
 }
@@ -278,8 +286,8 @@ impl Config {
             nrpe,
             checks: file.checks,
             listen: Listen {
-                agents: file.listen.agents,
-                admin_socket: resolve(file.listen.admin_socket),
+                admin_socket: resolve(file.listen.admin_socket.clone()),
+                ..file.listen
             },
             tls: Tls {
                 ca: resolve(file.tls.ca),

@@ -8,6 +8,7 @@
 //! - [`nrpe`]: the NRPE-compatible listener for the stock check_nrpe.
 //! - [`admin`]: the admin API on a unix socket, server and client.
 //! - [`cli`]: the operator commands (`ca …`, `agents`).
+//! - [`plugin`]: `check_vigie`, the Nagios plugin (a second binary of this crate).
 
 pub mod admin;
 pub mod checks;
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod link;
 pub mod nrpe;
+pub mod plugin;
 pub mod registry;
 pub mod threshold;
 
@@ -85,6 +87,8 @@ pub struct Listeners {
     pub admin_path: PathBuf,
     /// NRPE listeners, each with the agent it serves (`None`: named by the first argument).
     pub nrpe: Vec<(TcpListener, Option<String>)>,
+    /// The remote admin port, when configured.
+    pub admin_tcp: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -103,12 +107,24 @@ impl Listeners {
                 nrpe.push((l, agent));
             }
         }
-        let admin = admin::bind(&config.listen.admin_socket)?;
+        let admin_tcp = match config.listen.admin_tcp {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for remote admin on {addr}"))?,
+            ),
+            None => None,
+        };
+        let admin = admin::bind(
+            &config.listen.admin_socket,
+            config.listen.admin_group.as_deref(),
+        )?;
         Ok(Listeners {
             agents,
             admin,
             admin_path: config.listen.admin_socket.clone(),
             nrpe,
+            admin_tcp,
         })
     }
 }
@@ -141,13 +157,32 @@ pub async fn serve(
             );
         }
     }
+    if let Some(listener) = listeners.admin_tcp {
+        let serving = admin::serve_tcp(
+            listener,
+            tls.agents.clone(),
+            registry.clone(),
+            engine.clone(),
+            stopped(stop_rx.clone()),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!("remote admin server failed: {e}");
+            }
+        });
+    }
     let mut agents = tokio::spawn(link::serve(
         listeners.agents,
         tls.agents,
         registry.clone(),
         stopped(stop_rx.clone()),
     ));
-    let mut admin = tokio::spawn(admin::serve(listeners.admin, registry, stopped(stop_rx)));
+    let mut admin = tokio::spawn(admin::serve(
+        listeners.admin,
+        registry,
+        engine,
+        stopped(stop_rx),
+    ));
     let result = tokio::select! {
         () = shutdown => {
             tracing::info!("shutting down");

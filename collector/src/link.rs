@@ -99,9 +99,11 @@ impl AgentTls {
 
 /// Accepts TCP connections and completes their TLS handshakes off the accept loop; yields the
 /// established streams for tonic.
+/// `what` names the port in log lines ("agent", "admin").
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<AgentTls>,
+    what: &'static str,
 ) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -115,7 +117,7 @@ pub fn incoming(
                 Ok(c) => c,
                 Err(e) => {
                     // EMFILE and friends: keep serving, but do not spin.
-                    tracing::error!(error = %e, "accept failed on the agent port");
+                    tracing::error!(error = %e, "accept failed on the {what} port");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -129,11 +131,11 @@ pub fn incoming(
                         let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => {
-                        tracing::warn!(%peer, "refused agent connection: tls handshake: {e}");
+                        tracing::warn!(%peer, "refused {what} connection: tls handshake: {e}");
                     }
                     Err(_) => tracing::warn!(
                         %peer,
-                        "refused agent connection: no tls handshake within {}s",
+                        "refused {what} connection: no tls handshake within {}s",
                         HANDSHAKE_TIMEOUT.as_secs()
                     ),
                 }
@@ -333,7 +335,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .serve_with_incoming_shutdown(
             AgentLinkService::new(registry),
-            incoming(listener, tls),
+            incoming(listener, tls, "agent"),
             shutdown,
         )
         .await;

@@ -156,7 +156,7 @@ pub struct Server {
     config: NrpeConfig,
     engine: Engine,
     tls: Option<TlsAcceptor>,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
 }
 
 impl fmt::Debug for Server {
@@ -173,7 +173,7 @@ impl Server {
             config,
             engine,
             tls,
-            slots: Semaphore::new(MAX_CONNECTIONS),
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         }
     }
 
@@ -282,15 +282,17 @@ impl Server {
             if !allowed {
                 tracing::warn!(%peer, "NRPE client refused: not in allowed_hosts");
             }
+            // At the connection limit, stop accepting: new clients wait in the backlog.
+            let Ok(slot) = self.slots.clone().acquire_owned().await else {
+                break;
+            };
             let server = self.clone();
             let agent = fixed_agent.clone();
             tokio::spawn(async move {
-                let Ok(_slot) = server.slots.acquire().await else {
-                    return;
-                };
                 if let Err(e) = server.handle(tcp, peer, agent.as_deref(), allowed).await {
                     tracing::warn!(%peer, "NRPE query refused: {e}");
                 }
+                drop(slot);
             });
         }
     }

@@ -4,10 +4,11 @@
 //! `check_vigie` plugin call (unix socket, or mutual TLS with an operator certificate).
 //! Fields are only ever added, never renumbered.
 
-#![allow(clippy::all, missing_docs)]
-
+#[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("vigie.v1");
 }
 
 pub use v1::*;
+
+pub mod channel;

@@ -168,6 +168,8 @@ impl Collector {
             listen: config::Listen {
                 agents: "127.0.0.1:0".parse().expect("addr"),
                 admin_socket: dir.path().join("collector.sock"),
+                admin_group: None,
+                admin_tcp: None,
             },
             tls: config::Tls {
                 ca: pki.files.ca_cert(),
@@ -217,6 +219,9 @@ impl Collector {
         self.addr = listeners.agents.local_addr().expect("local addr");
         self.config.listen.agents = self.addr;
         // Remember the ports the OS picked so that a restart binds the same ones.
+        if let Some(l) = &listeners.admin_tcp {
+            self.config.listen.admin_tcp = Some(l.local_addr().expect("local addr"));
+        }
         if let Some(n) = self.config.nrpe.as_mut() {
             let bound: Vec<SocketAddr> = listeners
                 .nrpe

@@ -167,7 +167,7 @@ fn expired_agent_certificate_is_refused() {
     );
     let agent = Agent::spawn(&expired, &collector);
     agent.wait_log(
-        "the collector refused our certificate: received fatal alert: CertificateExpired",
+        "the server refused our certificate: received fatal alert: CertificateExpired",
         Duration::from_secs(10),
     );
     assert!(collector.agents().is_empty());

@@ -78,7 +78,7 @@ fn agent_from_another_ca_is_refused_and_never_listed() {
     creds.ca = pki.files.ca_cert();
     let intruder = Agent::spawn(&creds, &collector);
     intruder.wait_log(
-        "the collector refused our certificate: received fatal alert: UnknownCA",
+        "the server refused our certificate: received fatal alert: UnknownCA",
         Duration::from_secs(10),
     );
     // A legitimate agent gets in meanwhile; the intruder never shows up.
@@ -198,7 +198,7 @@ fn revoked_agent_is_cut_off_without_a_restart() {
     agent.wait_log("certificate revoked", Duration::from_secs(10));
     // It cannot come back: every new handshake is refused.
     agent.wait_log(
-        "the collector refused our certificate: received fatal alert: CertificateRevoked",
+        "the server refused our certificate: received fatal alert: CertificateRevoked",
         Duration::from_secs(10),
     );
     let status = collector

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod nrpe;
+mod plugin;
 mod sample;
 mod samples;
 mod session;
