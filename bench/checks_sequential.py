@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""200 sequential stock check_nrpe calls over TLS: the Vigie collector vs the stock NRPE daemon.
+"""Sequential checks, one process per check as Nagios runs them:
+check_vigie over the admin socket, the stock check_nrpe over TLS against the Vigie collector,
+and the stock check_nrpe against the stock NRPE daemon.
 
 Starts, on loopback and in a temporary folder: a collector with an NRPE TLS listener and one
 agent reporting to it; the stock nrpe daemon (Debian nagios-nrpe-server) with
-command[check_load] running the real check_load plugin. Then times N sequential check_nrpe
-calls against each, alternating rounds, and prints checks/s, median and p90.
+command[check_load] running the real check_load plugin. Then times N sequential calls of
+each, alternating rounds, and prints checks/s, median and p90.
 
-Usage: bench/nrpe_sequential.py [--calls 200] [--rounds 3]   (run as root; builds release)
+Usage: bench/checks_sequential.py [--calls 200] [--rounds 3]   (run as root; builds release)
 """
 import argparse, os, pathlib, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -105,22 +107,24 @@ command[check_load]={CHECK_LOAD} -w 15,10,5 -c 30,25,20
             if time.time() > deadline:
                 sys.exit("the agent never reported")
             time.sleep(0.2)
-        results = {"vigie-collector": [], "stock nrpe 4.1": []}
+        plugin = [bin_dir / "check_vigie", "-S", tmp / "collector.sock", "-a", "bench", "load", "-w", "15,10,5", "-c", "30,25,20"]
+        cases = (("check_vigie (socket)", plugin), ("check_nrpe -> vigie", vigie), ("check_nrpe -> stock", stock))
+        results = {name: [] for name, _ in cases}
         for _ in range(a.rounds):
-            for name, args in (("vigie-collector", vigie), ("stock nrpe 4.1", stock)):
+            for name, args in cases:
                 t0 = time.perf_counter()
                 times = timed(args, a.calls)
                 results[name].append((a.calls / (time.perf_counter() - t0), times))
-        print(f"{a.calls} sequential check_nrpe (TLS, v4) calls x {a.rounds} rounds, load average {os.getloadavg()[0]:.2f}")
-        print(f"{'server':18} {'checks/s (median round)':>24} {'median':>9} {'p90':>9}")
+        print(f"{a.calls} sequential calls x {a.rounds} rounds (check_nrpe: TLS, v4), load average {os.getloadavg()[0]:.2f}")
+        print(f"{'client -> server':22} {'checks/s (median round)':>24} {'median':>9} {'p90':>9}")
         rates = {}
         for name, rounds in results.items():
             all_t = sorted(t for _, ts in rounds for t in ts)
             rate = statistics.median(r for r, _ in rounds)
             rates[name] = rate
             p90 = all_t[int(len(all_t) * 0.9)]
-            print(f"{name:18} {rate:24.1f} {statistics.median(all_t)*1000:7.1f}ms {p90*1000:7.1f}ms")
-        print(f"ratio: {rates['vigie-collector'] / rates['stock nrpe 4.1']:.1f}x")
+            print(f"{name:22} {rate:24.1f} {statistics.median(all_t)*1000:7.1f}ms {p90*1000:7.1f}ms")
+        print(f"check_nrpe: vigie / stock = {rates['check_nrpe -> vigie'] / rates['check_nrpe -> stock']:.1f}x")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
