@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the build and the tests need (tools the tests compare against).
-packages=(pkg-config procps coreutils hostname nagios-nrpe-plugin nagios4-core)
+packages=(pkg-config libpcap-dev tcpdump procps coreutils hostname nagios-nrpe-plugin nagios4-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -83,6 +83,7 @@ impl SystemInfo {
             os_version: self.os_version.clone(),
             distribution: self.distribution.clone(),
             capabilities: vec!["report".to_owned()],
+            interfaces: Vec::new(),
             interval_ms,
         }
     }

@@ -19,8 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use vigie_proto::agent_link_client::AgentLinkClient;
 use vigie_proto::{AgentMessage, CollectorMessage, agent_message, collector_message};
 
+use crate::capture::{self, Captures};
 use crate::config::{CollectorAddr, Config};
-
 use crate::metrics::{self, SystemInfo};
 
 /// TCP connect plus TLS handshake plus HTTP/2 preface.
@@ -94,7 +94,8 @@ pub async fn run(config: Config, tls: Arc<ClientConfig>, shutdown: impl Future<O
         env!("CARGO_PKG_VERSION"),
         info.hostname,
     );
-    let dialing = dial_loop(&config, &tls, &info, stop);
+    let captures = Captures::new(config.capture.clone());
+    let dialing = dial_loop(&config, &tls, &info, &captures, stop);
     tokio::pin!(dialing);
     tokio::select! {
         () = shutdown => {
@@ -111,6 +112,7 @@ async fn dial_loop(
     config: &Config,
     tls: &Arc<ClientConfig>,
     info: &Arc<SystemInfo>,
+    captures: &Arc<Captures>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
@@ -119,7 +121,9 @@ async fn dial_loop(
     loop {
         let addr = &config.collectors[next];
         let started = Instant::now();
-        let outcome = session(addr, tls, config, info, &mut seq, stop.clone()).await;
+        let outcome = session(addr, tls, config, info, captures, &mut seq, stop.clone()).await;
+        // A capture never outlives its session.
+        captures.stop_all();
         if *stop.borrow() {
             return;
         }
@@ -162,6 +166,7 @@ async fn session(
     tls: &Arc<ClientConfig>,
     config: &Config,
     info: &SystemInfo,
+    captures: &Arc<Captures>,
     seq: &mut u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Outcome {
@@ -169,8 +174,8 @@ async fn session(
         established: false,
         error,
     };
-    let dialing = vigie_proto::channel::dial_tls(&addr.host, addr.port, tls.clone());
-    let channel = match tokio::time::timeout(CONNECT_TIMEOUT, dialing).await {
+    let dialing = vigie_proto::channel::dial_tls_peer(&addr.host, addr.port, tls.clone());
+    let (channel, peer) = match tokio::time::timeout(CONNECT_TIMEOUT, dialing).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return failed(anyhow!(e)),
         Err(_) => return failed(anyhow!("no answer within {}s", CONNECT_TIMEOUT.as_secs())),
@@ -178,8 +183,22 @@ async fn session(
     let mut client = AgentLinkClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     let (tx, rx) = mpsc::channel::<AgentMessage>(8);
     let interval_ms = u32::try_from(config.interval.as_millis()).unwrap_or(u32::MAX);
+    let mut hello = info.hello(interval_ms);
+    let policy = config.capture.clone();
+    // Listing interfaces opens each one (for its link type): off the runtime, bounded.
+    let listed = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || {
+            capture::available().then(|| capture::interfaces(&policy))
+        }),
+    )
+    .await;
+    if let Ok(Ok(Some(interfaces))) = listed {
+        hello.capabilities.push("capture".to_owned());
+        hello.interfaces = interfaces;
+    }
     let hello = AgentMessage {
-        msg: Some(agent_message::Msg::Hello(info.hello(interval_ms))),
+        msg: Some(agent_message::Msg::Hello(hello)),
     };
     if tx.try_send(hello).is_err() {
         return failed(anyhow!("internal: cannot queue hello"));
@@ -238,6 +257,12 @@ async fn session(
                     if let Err(e) = send_report(&tx, seq, config.interval).await {
                         return lost(e);
                     }
+                }
+                Ok(Some(CollectorMessage { msg: Some(collector_message::Msg::StartCapture(req)) })) => {
+                    captures.start(req, Some(peer), client.clone());
+                }
+                Ok(Some(CollectorMessage { msg: Some(collector_message::Msg::StopCapture(req)) })) => {
+                    captures.stop(&req.capture_id);
                 }
                 // Commands this agent does not know yet are ignored: newer collectors may
                 // talk to older agents.

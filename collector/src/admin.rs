@@ -18,8 +18,12 @@ use tonic::{Request, Response, Status};
 use vigie_certs::identity::{RoleKind, identity};
 use vigie_proto::admin_client::AdminClient;
 use vigie_proto::admin_server::{Admin, AdminServer};
-use vigie_proto::{CheckRequest, CheckResponse, ListAgentsRequest, ListAgentsResponse};
+use vigie_proto::{
+    CaptureEvent, CaptureRequest, CheckRequest, CheckResponse, ListAgentsRequest,
+    ListAgentsResponse, StopCaptureRequest, StopCaptureResponse,
+};
 
+use crate::capture::Relay;
 use crate::checks::Engine;
 use crate::link::AgentTls;
 use crate::registry::Registry;
@@ -90,6 +94,7 @@ fn group_id(name: &str) -> Option<u32> {
 pub struct AdminService {
     registry: Arc<Registry>,
     engine: Engine,
+    relay: Arc<Relay>,
 }
 
 /// Who may call: anyone who could open the unix socket; over TLS, operators only.
@@ -111,8 +116,34 @@ fn authorize<T>(req: &Request<T>) -> Result<(), Status> {
     Ok(())
 }
 
+type CaptureStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<CaptureEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Admin for AdminService {
+    type CaptureStream = CaptureStream;
+
+    async fn capture(
+        &self,
+        req: Request<CaptureRequest>,
+    ) -> Result<Response<Self::CaptureStream>, Status> {
+        authorize(&req)?;
+        let rx = self.relay.start(&self.registry, req.into_inner())?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn stop_capture(
+        &self,
+        req: Request<StopCaptureRequest>,
+    ) -> Result<Response<StopCaptureResponse>, Status> {
+        authorize(&req)?;
+        self.relay
+            .stop(&self.registry, &req.into_inner().capture_id)?;
+        Ok(Response::new(StopCaptureResponse {}))
+    }
+
     async fn list_agents(
         &self,
         req: Request<ListAgentsRequest>,
@@ -134,8 +165,17 @@ impl Admin for AdminService {
     }
 }
 
-fn service(registry: Arc<Registry>, engine: Engine) -> AdminServer<AdminService> {
-    AdminServer::new(AdminService { registry, engine }).max_decoding_message_size(64 << 10)
+fn service(
+    registry: Arc<Registry>,
+    engine: Engine,
+    relay: Arc<Relay>,
+) -> AdminServer<AdminService> {
+    AdminServer::new(AdminService {
+        registry,
+        engine,
+        relay,
+    })
+    .max_decoding_message_size(64 << 10)
 }
 
 /// Serves the admin API on the unix socket `listener` until `shutdown`.
@@ -143,13 +183,14 @@ pub async fn serve(
     listener: UnixListener,
     registry: Arc<Registry>,
     engine: Engine,
+    relay: Arc<Relay>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tracing::info!(socket = ?listener.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_owned)), "admin API listening");
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
         .serve_with_incoming_shutdown(
-            service(registry, engine),
+            service(registry, engine, relay),
             UnixListenerStream::new(listener),
             shutdown,
         )
@@ -163,13 +204,14 @@ pub async fn serve_tcp(
     tls: Arc<AgentTls>,
     registry: Arc<Registry>,
     engine: Engine,
+    relay: Arc<Relay>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tracing::info!(addr = ?listener.local_addr().ok(), "admin API listening for operators (mutual TLS)");
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
         .serve_with_incoming_shutdown(
-            service(registry, engine),
+            service(registry, engine, relay),
             crate::link::incoming(listener, tls, "admin"),
             shutdown,
         )

@@ -1,6 +1,8 @@
-//! The operator commands: `ca init|issue|revoke` and `agents`.
+//! The operator commands: `ca init|issue|revoke`, `agents` and `capture`.
 //!
 //! Each returns what to print; `main.rs` maps errors to exit codes.
+
+pub mod capture;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -54,6 +56,46 @@ pub fn ca_revoke(dir: &Path, name: &str) -> Result<String, vigie_certs::Error> {
             files.crl().display()
         )
     })
+}
+
+/// `agents --interfaces AGENT`: what the agent can capture on.
+pub async fn interfaces(socket: &Path, agent: &str) -> anyhow::Result<String> {
+    let mut client = crate::admin::connect(socket).await?;
+    let list = client
+        .list_agents(ListAgentsRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("the collector refused: {}", s.message()))?
+        .into_inner()
+        .agents;
+    let a = list.iter().find(|a| a.name == agent).ok_or_else(|| {
+        anyhow::anyhow!("no agent named {agent:?} has connected to this collector")
+    })?;
+    let hello = a.hello.clone().unwrap_or_default();
+    if !hello.capabilities.iter().any(|c| c == "capture") {
+        return Ok(format!(
+            "{agent} cannot capture (no libpcap, or not allowed to open interfaces)\n"
+        ));
+    }
+    let mut out = format!(
+        "{:<16} {:<12} {:<8} ADDRESSES\n",
+        "INTERFACE", "LINK TYPE", "POLICY"
+    );
+    for i in &hello.interfaces {
+        let link = if i.link_type_name.is_empty() {
+            "-".to_owned()
+        } else {
+            i.link_type_name.clone()
+        };
+        let policy = if i.allowed { "allowed" } else { "refused" };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<12} {policy:<8} {}",
+            i.name,
+            link,
+            i.addresses.join(" ")
+        );
+    }
+    Ok(out)
 }
 
 /// `agents`: the fleet as a table or JSON.

@@ -7,15 +7,18 @@
 //! - [`link`]: the agent port: TLS accept loop, revocation, the `AgentLink` service.
 //! - [`nrpe`]: the NRPE-compatible listener for the stock check_nrpe.
 //! - [`admin`]: the admin API on a unix socket, server and client.
+//! - [`capture`]: relaying captures from agents to the operator; [`pcapfile`] writes them.
 //! - [`cli`]: the operator commands (`ca …`, `agents`).
 //! - [`plugin`]: `check_vigie`, the Nagios plugin (a second binary of this crate).
 
 pub mod admin;
+pub mod capture;
 pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod link;
 pub mod nrpe;
+pub mod pcapfile;
 pub mod plugin;
 pub mod registry;
 pub mod threshold;
@@ -139,6 +142,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::new());
     let engine = checks::Engine::new(registry.clone(), config.checks.stale_after);
+    let relay = capture::Relay::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -163,6 +167,7 @@ pub async fn serve(
             tls.agents.clone(),
             registry.clone(),
             engine.clone(),
+            relay.clone(),
             stopped(stop_rx.clone()),
         );
         tokio::spawn(async move {
@@ -175,12 +180,14 @@ pub async fn serve(
         listeners.agents,
         tls.agents,
         registry.clone(),
+        relay.clone(),
         stopped(stop_rx.clone()),
     ));
     let mut admin = tokio::spawn(admin::serve(
         listeners.admin,
         registry,
         engine,
+        relay,
         stopped(stop_rx),
     ));
     let result = tokio::select! {

@@ -27,6 +27,7 @@ use vigie_proto::{
     collector_message,
 };
 
+use crate::capture::Relay;
 use crate::registry::Registry;
 
 /// TCP accept to the end of the TLS handshake.
@@ -174,11 +175,13 @@ pub async fn watch_revocations(tls: Arc<AgentTls>, registry: Arc<Registry>) {
 #[derive(Debug, Clone)]
 pub struct AgentLinkService {
     registry: Arc<Registry>,
+    relay: Arc<Relay>,
 }
 
 impl AgentLinkService {
-    pub fn new(registry: Arc<Registry>) -> AgentLinkServer<Self> {
-        AgentLinkServer::new(AgentLinkService { registry }).max_decoding_message_size(MAX_MESSAGE)
+    pub fn new(registry: Arc<Registry>, relay: Arc<Relay>) -> AgentLinkServer<Self> {
+        AgentLinkServer::new(AgentLinkService { registry, relay })
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 }
 
@@ -266,9 +269,14 @@ impl AgentLink for AgentLinkService {
 
     async fn upload_capture(
         &self,
-        _req: Request<Streaming<CaptureChunk>>,
+        req: Request<Streaming<CaptureChunk>>,
     ) -> Result<Response<CaptureSummary>, Status> {
-        Err(Status::unimplemented("captures are not supported yet"))
+        let id = agent_identity(&req)?;
+        let summary = self
+            .relay
+            .upload(&self.registry, &id.name, req.into_inner())
+            .await?;
+        Ok(Response::new(summary))
     }
 }
 
@@ -318,6 +326,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Arc<AgentTls>,
     registry: Arc<Registry>,
+    relay: Arc<Relay>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let local: Option<SocketAddr> = listener.local_addr().ok();
@@ -334,7 +343,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .serve_with_incoming_shutdown(
-            AgentLinkService::new(registry),
+            AgentLinkService::new(registry, relay),
             incoming(listener, tls, "agent"),
             shutdown,
         )

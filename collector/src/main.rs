@@ -40,6 +40,53 @@ enum Command {
         /// Print JSON (with the full last report of each agent) instead of a table.
         #[arg(long)]
         json: bool,
+        /// Show the interfaces AGENT can capture on instead.
+        #[arg(long, value_name = "AGENT", conflicts_with = "json")]
+        interfaces: Option<String>,
+    },
+    /// Capture packets on an agent's interface and write them as pcap (for Wireshark).
+    ///
+    /// The agent applies its own limits (allowed interfaces, maximum duration, bytes and
+    /// snaplen) and never captures its own connection to the collector. Examples:
+    ///   vigie-collector capture auray -i igb0 -f 'udp port 53' -d 1m -w dns.pcap
+    ///   vigie-collector capture auray -i ovpnc1 -w - | wireshark -k -i -
+    Capture {
+        /// The collector's admin socket.
+        #[arg(long, short = 'S', value_name = "PATH", default_value = config::DEFAULT_ADMIN_SOCKET)]
+        socket: PathBuf,
+        /// The agent to capture on.
+        agent: String,
+        /// Interface (see `agents --interfaces AGENT`).
+        #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+        interface: String,
+        /// BPF filter, as for tcpdump (compiled on the agent).
+        #[arg(
+            short = 'f',
+            long = "filter",
+            value_name = "FILTER",
+            default_value = ""
+        )]
+        filter: String,
+        /// Stop after this long.
+        #[arg(short = 'd', long = "duration", value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Stop after this many packets (0: no limit).
+        #[arg(short = 'c', long = "count", value_name = "COUNT", default_value_t = 0)]
+        count: u64,
+        /// Bytes kept of each packet.
+        #[arg(
+            short = 's',
+            long = "snaplen",
+            value_name = "SNAPLEN",
+            default_value_t = 262_144
+        )]
+        snaplen: u32,
+        /// Stop before the capture holds more packet bytes than this (e.g. 50MB, 1GiB).
+        #[arg(long = "max-bytes", value_name = "SIZE", default_value = "50MB", value_parser = vigie_proto::units::parse_size)]
+        max_bytes: u64,
+        /// The pcap file to write (atomically), or - for stdout.
+        #[arg(short = 'w', long = "write", value_name = "FILE")]
+        write: String,
     },
 }
 
@@ -124,9 +171,53 @@ fn main() -> ExitCode {
         Command::Ca(CaCommand::Revoke { dir, name }) => {
             cli::ca_revoke(&dir, &name).map_err(|e| (usage_or_runtime(&e), anyhow::Error::from(e)))
         }
-        Command::Agents { socket, json } => runtime()
-            .and_then(|rt| rt.block_on(cli::agents(&socket, json)))
+        Command::Agents {
+            socket,
+            json,
+            interfaces,
+        } => runtime()
+            .and_then(|rt| {
+                rt.block_on(async {
+                    match interfaces {
+                        Some(agent) => cli::interfaces(&socket, &agent).await,
+                        None => cli::agents(&socket, json).await,
+                    }
+                })
+            })
             .map_err(|e| (1, e)),
+        Command::Capture {
+            socket,
+            agent,
+            interface,
+            filter,
+            duration,
+            count,
+            snaplen,
+            max_bytes,
+            write,
+        } => {
+            let req = cli::capture::Request {
+                socket,
+                agent,
+                interface,
+                filter,
+                duration,
+                count,
+                snaplen,
+                max_bytes,
+                write,
+            };
+            return match runtime().and_then(|rt| rt.block_on(cli::capture::run(req))) {
+                Ok((code, summary)) => {
+                    eprintln!("{summary}");
+                    ExitCode::from(code)
+                }
+                Err(e) => {
+                    eprintln!("vigie-collector: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match printed {
         Ok(text) => {

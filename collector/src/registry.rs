@@ -120,6 +120,19 @@ impl Registry {
         }
     }
 
+    /// Sends a command down the agent's current session.
+    pub fn send(&self, name: &str, msg: CollectorMessage) -> Result<(), String> {
+        let agents = self.lock();
+        let session = agents
+            .get(name)
+            .and_then(|e| e.session.as_ref())
+            .ok_or_else(|| format!("agent {name} is not connected"))?;
+        session
+            .commands
+            .try_send(Ok(msg))
+            .map_err(|_| format!("agent {name} is not reading its session"))
+    }
+
     /// Marks the agent disconnected if `id` is still its current session.
     pub fn disconnect(&self, name: &str, id: u64) -> bool {
         let mut agents = self.lock();

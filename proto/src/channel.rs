@@ -54,6 +54,16 @@ pub fn status_text(status: &tonic::Status) -> String {
 /// Opens an HTTP/2 connection: TCP, then TLS with our client certificate, verifying that
 /// the server's certificate names the host we dialled.
 pub async fn dial_tls(host: &str, port: u16, tls: Arc<ClientConfig>) -> Result<Channel, DialError> {
+    dial_tls_peer(host, port, tls).await.map(|(c, _)| c)
+}
+
+/// Like [`dial_tls`], and also says which address the connection went to (the agent
+/// excludes that connection from its captures).
+pub async fn dial_tls_peer(
+    host: &str,
+    port: u16,
+    tls: Arc<ClientConfig>,
+) -> Result<(Channel, std::net::SocketAddr), DialError> {
     let server_name = ServerName::try_from(host.to_owned())
         .map_err(|_| DialError(format!("invalid host {host:?}")))?;
     let authority = if host.contains(':') {
@@ -68,13 +78,22 @@ pub async fn dial_tls(host: &str, port: u16, tls: Arc<ClientConfig>) -> Result<C
         .keep_alive_while_idle(true);
     let connector = TlsConnector::from(tls);
     let host = host.to_owned();
+    let peer = Arc::new(std::sync::Mutex::new(None));
+    let peer_slot = peer.clone();
     let channel = endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let (connector, server_name, host) =
-                (connector.clone(), server_name.clone(), host.clone());
+            let (connector, server_name, host, peer_slot) = (
+                connector.clone(),
+                server_name.clone(),
+                host.clone(),
+                peer_slot.clone(),
+            );
             async move {
                 let tcp = TcpStream::connect((host.as_str(), port)).await?;
                 tcp.set_nodelay(true)?;
+                if let Ok(mut slot) = peer_slot.lock() {
+                    *slot = tcp.peer_addr().ok();
+                }
                 let mut tls = connector
                     .connect(server_name, tcp)
                     .await
@@ -85,7 +104,12 @@ pub async fn dial_tls(host: &str, port: u16, tls: Arc<ClientConfig>) -> Result<C
         }))
         .await
         .map_err(|e| DialError(one_line(String::new(), std::error::Error::source(&e))))?;
-    Ok(channel)
+    let peer = peer
+        .lock()
+        .ok()
+        .and_then(|p| *p)
+        .ok_or_else(|| DialError("connected, but the peer address is unknown".into()))?;
+    Ok((channel, peer))
 }
 
 /// Opens an HTTP/2 connection over a unix socket (the collector's admin API).

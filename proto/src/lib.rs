@@ -12,3 +12,4 @@ pub mod v1 {
 pub use v1::*;
 
 pub mod channel;
+pub mod units;

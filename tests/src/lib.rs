@@ -347,8 +347,16 @@ impl Agent {
     }
 
     pub fn spawn_to(creds: &Creds, collectors: &[String]) -> Agent {
+        Self::spawn_with(creds, collectors, "")
+    }
+
+    /// Starts an agent whose config ends with `extra` (a `[capture]` section, say).
+    pub fn spawn_with(creds: &Creds, collectors: &[String], extra: &str) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = agent_config(dir.path(), creds, collectors, "1s");
+        let mut text = std::fs::read_to_string(&config).expect("read agent.toml");
+        text.push_str(extra);
+        std::fs::write(&config, text).expect("write agent.toml");
         let log = dir.path().join("agent.log");
         let child = Command::new(bin("vigie-agent"))
             .args(["run", "--config"])
