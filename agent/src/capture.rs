@@ -18,9 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use vigie_proto::agent_link_client::AgentLinkClient;
-use vigie_proto::{
-    CaptureChunk, CaptureEnd, CaptureHeader, CapturedPacket, Interface, StartCapture,
-};
+use vigie_proto::{CaptureChunk, CaptureEnd, CaptureHeader, Interface, StartCapture};
 
 use crate::config::CapturePolicy;
 
@@ -30,6 +28,8 @@ const CHUNK_BYTES: usize = 256 << 10;
 const CHUNK_AGE: Duration = Duration::from_millis(50);
 /// How long the capture thread sleeps in poll(2) before checking its limits again.
 const POLL_MS: i32 = 100;
+/// How late the kernel may hand packets over, at most (libpcap's read timeout).
+const BATCH_MS: i32 = 50;
 /// libpcap's buffer in the kernel.
 const PCAP_BUFFER: i32 = 4 << 20;
 const DEFAULT_SNAPLEN: u32 = 262_144;
@@ -262,6 +262,16 @@ impl Captures {
     }
 }
 
+/// Appends one classic pcap record (little-endian header, then the captured bytes).
+fn push_record(out: &mut Vec<u8>, ts_sec: i64, ts_usec: i64, orig_len: u32, data: &[u8]) {
+    // Classic pcap holds 32-bit seconds: fine until 2106.
+    out.extend_from_slice(&(ts_sec as u32).to_le_bytes());
+    out.extend_from_slice(&(ts_usec as u32).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&orig_len.to_le_bytes());
+    out.extend_from_slice(data);
+}
+
 fn open(plan: &Plan, exclude: Option<SocketAddr>) -> Result<pcap::Capture<pcap::Active>, String> {
     let devices = pcap::Device::list().map_err(|e| format!("cannot list interfaces: {e}"))?;
     if !devices.iter().any(|d| d.name == plan.interface) {
@@ -276,9 +286,12 @@ fn open(plan: &Plan, exclude: Option<SocketAddr>) -> Result<pcap::Capture<pcap::
         .map_err(|e| format!("{}: {e}", plan.interface))?
         .promisc(false)
         .snaplen(i32::try_from(plan.snaplen).unwrap_or(i32::MAX))
-        .immediate_mode(true)
+        // Not immediate mode: the kernel hands packets over in blocks (at most BATCH_MS
+        // late), one wake-up per block instead of one per packet. Measured on a UDP flood
+        // on loopback: immediate mode cost the agent ~4 µs of CPU per packet.
+        .immediate_mode(false)
         .buffer_size(PCAP_BUFFER)
-        .timeout(POLL_MS)
+        .timeout(BATCH_MS)
         .open()
         .map_err(|e| format!("cannot open {}: {e}", plan.interface))?;
     let mut cap = cap
@@ -342,8 +355,10 @@ fn run(
         return end;
     }
     let deadline = Instant::now() + plan.duration;
-    let mut batch: Vec<CapturedPacket> = Vec::new();
-    let mut batch_bytes = 0usize;
+    // Packets go up as ready-made pcap records: no per-packet allocation here, in the
+    // collector or in the CLI.
+    let mut batch: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + 65_536);
+    let mut batch_count = 0usize;
     let mut batch_started = Instant::now();
     let fd = cap.as_raw_fd();
     let reason: String = 'outer: loop {
@@ -371,18 +386,19 @@ fn run(
                     }
                     end.packets += 1;
                     end.bytes += len;
-                    batch_bytes += p.data.len();
+                    batch_count += 1;
                     #[allow(clippy::unnecessary_cast)] // timeval field widths vary by platform
-                    batch.push(CapturedPacket {
-                        ts_sec: p.header.ts.tv_sec as i64,
-                        ts_usec: p.header.ts.tv_usec as u32,
-                        orig_len: p.header.len,
-                        data: p.data.to_vec(),
-                    });
+                    push_record(
+                        &mut batch,
+                        p.header.ts.tv_sec as i64,
+                        p.header.ts.tv_usec as i64,
+                        p.header.len,
+                        p.data,
+                    );
                     if plan.max_packets > 0 && end.packets >= plan.max_packets {
                         break 'outer "count".into();
                     }
-                    if batch.len() >= CHUNK_PACKETS || batch_bytes >= CHUNK_BYTES {
+                    if batch_count >= CHUNK_PACKETS || batch.len() >= CHUNK_BYTES {
                         break;
                     }
                 }
@@ -390,29 +406,31 @@ fn run(
                 Err(e) => break 'outer format!("error: {e}"),
             }
         }
-        if !batch.is_empty()
-            && (batch.len() >= CHUNK_PACKETS
-                || batch_bytes >= CHUNK_BYTES
+        if batch_count > 0
+            && (batch_count >= CHUNK_PACKETS
+                || batch.len() >= CHUNK_BYTES
                 || batch_started.elapsed() >= CHUNK_AGE)
         {
             let chunk = CaptureChunk {
                 capture_id: id.clone(),
-                packets: std::mem::take(&mut batch),
+                records: std::mem::replace(&mut batch, Vec::with_capacity(CHUNK_BYTES + 65_536)),
+                record_count: batch_count as u32,
                 ..CaptureChunk::default()
             };
-            batch_bytes = 0;
+            batch_count = 0;
             batch_started = Instant::now();
             if tx.blocking_send(chunk).is_err() {
                 break "session lost".into();
             }
-        } else if batch.is_empty() {
+        } else if batch_count == 0 {
             batch_started = Instant::now();
         }
     };
-    if !batch.is_empty() {
+    if batch_count > 0 {
         let _ = tx.blocking_send(CaptureChunk {
             capture_id: id,
-            packets: batch,
+            records: batch,
+            record_count: batch_count as u32,
             ..CaptureChunk::default()
         });
     }

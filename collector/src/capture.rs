@@ -203,8 +203,9 @@ impl Relay {
                     Err(s) => break Err(format!("the agent's upload broke: {}", s.message())),
                 },
             };
-            summary.packets += c.packets.len() as u64;
-            summary.bytes += c.packets.iter().map(|p| p.data.len() as u64).sum::<u64>();
+            summary.packets += c.packets.len() as u64 + u64::from(c.record_count);
+            summary.bytes += c.packets.iter().map(|p| p.data.len() as u64).sum::<u64>()
+                + (c.records.len() as u64).saturating_sub(16 * u64::from(c.record_count));
             ended |= c.end.is_some() || !c.error.is_empty();
             let event = CaptureEvent {
                 capture_id: id.clone(),
@@ -212,6 +213,8 @@ impl Relay {
                 packets: c.packets,
                 end: c.end,
                 error: c.error,
+                records: c.records,
+                record_count: c.record_count,
             };
             if pending.events.send(Ok(event)).await.is_err() {
                 // The CLI is gone: nobody wants the rest.

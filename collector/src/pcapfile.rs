@@ -41,6 +41,11 @@ impl<W: Write> PcapWriter<W> {
         self.w.write_all(&p.data)
     }
 
+    /// Appends records that are already in classic pcap form (as agents send them).
+    pub fn records(&mut self, records: &[u8]) -> io::Result<()> {
+        self.w.write_all(records)
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         self.w.flush()
     }

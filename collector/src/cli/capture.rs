@@ -71,6 +71,13 @@ impl Sink {
         }
     }
 
+    fn records(&mut self, r: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout(w) => w.records(r),
+            Sink::File { writer, .. } => writer.records(r),
+        }
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Sink::Stdout(w) => w.flush(),
@@ -226,7 +233,7 @@ pub async fn run(req: Request) -> anyhow::Result<(u8, String)> {
                     }
                     header = Some(h);
                 }
-                if !event.packets.is_empty() {
+                if !event.packets.is_empty() || event.record_count > 0 {
                     let Some(s) = sink.as_mut() else {
                         break Err("packets arrived before the capture header".into());
                     };
@@ -238,6 +245,12 @@ pub async fn run(req: Request) -> anyhow::Result<(u8, String)> {
                         if written.is_err() {
                             break;
                         }
+                    }
+                    if written.is_ok() && event.record_count > 0 {
+                        packets += u64::from(event.record_count);
+                        bytes += (event.records.len() as u64)
+                            .saturating_sub(16 * u64::from(event.record_count));
+                        written = s.records(&event.records);
                     }
                     // Live readers (`-w - | tcpdump -r -`) see each chunk as it arrives.
                     if let Err(e) = written.and_then(|()| s.flush()) {
