@@ -498,3 +498,40 @@ fn stdout_pipes_into_tcpdump() {
         "{text}"
     );
 }
+
+#[test]
+fn ctrl_c_stops_and_keeps_the_summary() {
+    let (_pki, collector, _agent) = fleet("");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("int.pcap");
+    let port = free_udp_port();
+    let filter = format!("udp port {port}");
+    let mut cli = CaptureCli::start(
+        &collector,
+        &[
+            "auray",
+            "-i",
+            "lo",
+            "-f",
+            &filter,
+            "-d",
+            "60s",
+            "-w",
+            file.to_str().expect("utf-8"),
+        ],
+        Stdio::null(),
+    );
+    cli.wait_line("capturing on lo of auray");
+    send_udp(port, 6);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child by its PID.
+    unsafe { libc::kill(cli.child.id() as i32, libc::SIGINT) };
+    let (code, lines) = cli.finish();
+    assert_eq!(code, 0, "{lines:?}");
+    let last = lines.last().expect("summary");
+    assert!(
+        last.starts_with("auray lo: 6 packets,") && last.contains("ended: stopped on request"),
+        "{last}"
+    );
+    assert_eq!(read_pcap(&file).len(), 6);
+}
