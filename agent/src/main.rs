@@ -29,6 +29,12 @@ enum Command {
         #[arg(long, short = 'c', value_name = "PATH", default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Check the config and its certificate files; one line per problem, exit 64 on any.
+    CheckConfig {
+        /// Config file.
+        #[arg(long, short = 'c', value_name = "PATH", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Print one report of this machine and exit (for debugging; needs no config).
     Sample {
         /// Print JSON instead of a table.
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Sample { json } => sample(json),
         Command::Run { config } => run(&config),
+        Command::CheckConfig { config } => check_config(&config),
     }
 }
 
@@ -81,6 +88,22 @@ fn sample(json: bool) -> ExitCode {
     // A closed pipe (`| head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     ExitCode::SUCCESS
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let found = vigie_agent::preflight::check(path);
+    for p in &found.problems {
+        eprintln!("vigie-agent: {p}");
+    }
+    if found.problems.is_empty() {
+        for n in &found.notes {
+            println!("{n}");
+        }
+        println!("{}: OK", path.display());
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EX_USAGE)
+    }
 }
 
 fn run(path: &std::path::Path) -> ExitCode {

@@ -236,3 +236,70 @@ fn connection_without_a_client_certificate_is_refused() {
     assert!(err.to_string().contains("CertificateRequired"), "{err}");
     assert!(collector.agents().is_empty());
 }
+
+/// Runs `vigie-agent check-config` on a config for `creds`.
+fn check_config(creds: &vigie_tests::Creds) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = agent_config(dir.path(), creds, &["127.0.0.1:5668".into()], "10s");
+    run(
+        "vigie-agent",
+        &["check-config", "--config", path.to_str().expect("utf-8")],
+    )
+}
+
+#[test]
+fn check_config_finds_certificate_problems() {
+    let pki = Pki::new();
+    let good = pki.agent("auray");
+    let (code, out, err) = check_config(&good);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("identity: agent \"auray\"") && out.trim_end().ends_with(": OK"),
+        "{out}"
+    );
+
+    // A certificate of another CA.
+    let other = Pki::new();
+    let mut foreign = other.agent("auray");
+    foreign.ca = good.ca.clone();
+    let (code, _, err) = check_config(&foreign);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("not valid with the CA of") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+
+    // Expired.
+    let day = Duration::from_secs(86_400);
+    let expired = pki.agent_with_validity(
+        "old",
+        Validity {
+            not_before: SystemTime::now() - 30 * day,
+            not_after: SystemTime::now() - day,
+        },
+    );
+    let (code, _, err) = check_config(&expired);
+    assert_eq!(code, 64);
+    assert!(err.contains("certificate expired"), "{err}");
+
+    // Somebody else's key, and an operator certificate: two problems, two lines.
+    let op = pki.operator("alice");
+    let mut mixed = op.clone();
+    mixed.key = good.key.clone();
+    let (code, _, err) = check_config(&mixed);
+    assert_eq!(code, 64);
+    assert_eq!(err.trim_end().lines().count(), 2, "{err}");
+    assert!(
+        err.contains("not an agent certificate") && err.contains("does not go with"),
+        "{err}"
+    );
+
+    // A key others can read.
+    std::fs::set_permissions(&good.key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, _, err) = check_config(&good);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("private key is readable by group or others"),
+        "{err}"
+    );
+}

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod capture;
+mod freebsd;
 mod nagios;
 mod nrpe;
 mod plugin;
