@@ -25,7 +25,8 @@ if [ ! -x "$T/root/usr/bin/rustc" ]; then
   V=$(apt-cache policy rustc-web | awk '/Candidate:/ {print $2}')
   [ -n "$V" ] && [ "$V" != "(none)" ] || { echo "build.sh: no rustc-web in apt (run apt-get update)" >&2; exit 1; }
   MM=$(echo "$V" | sed -E 's/^([0-9]+\.[0-9]+).*/\1/')
-  LLVM=$(apt-cache depends "rustc-web=$V" | awk '/Depends: libllvm/ {print $2; exit}')
+  LLVM=$(apt-cache depends "libstd-rust-web-$MM=$V" | awk '/Depends: libllvm/ {print $2; exit}')
+  [ -n "$LLVM" ] || { echo "build.sh: cannot tell which libllvm rustc-web $V needs" >&2; exit 1; }
   mkdir -p "$T/debs"
   (cd "$T/debs" && apt-get download -q "rustc-web=$V" "cargo-web=$V" "libstd-rust-web-$MM=$V" \
      "libstd-rust-web-dev=$V" "rust-web-src=$V" "$LLVM" \
