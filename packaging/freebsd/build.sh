@@ -43,15 +43,19 @@ export CARGO_TARGET_X86_64_UNKNOWN_FREEBSD_LINKER="$W/zigcc.sh"
 export CC_x86_64_unknown_freebsd="$W/zigcc.sh" AR_x86_64_unknown_freebsd="$W/zigar.sh"
 # The pcap crate must not probe or dlopen the build machine's libpcap.
 export LIBPCAP_VER=1.10.4 LIBPCAP_LIBDIR="$FREEBSD_STUBS"
-# No path of the build machine in the binary.
-export CARGO_TARGET_X86_64_UNKNOWN_FREEBSD_RUSTFLAGS="--remap-path-prefix=$root=. \
+tdir=${FREEBSD_TARGET_DIR:-target/freebsd-cross}
+mkdir -p "$tdir"
+tdir=$(cd "$tdir" && pwd)
+# No path of the build machine in the binary (generated code lives in the target folder).
+export CARGO_TARGET_X86_64_UNKNOWN_FREEBSD_RUSTFLAGS="--remap-path-prefix=$tdir=/target \
+  --remap-path-prefix=$root=. \
   --remap-path-prefix=$T/root/usr/lib/rustlib/src/rust=/rustc/src \
   --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}/registry/src=/cargo"
 common=(-j"${JOBS:-2}" -p vigie-agent --target x86_64-unknown-freebsd
-        --target-dir "${FREEBSD_TARGET_DIR:-target/freebsd-cross}" -Zbuild-std=std,panic_abort)
+        --target-dir "$tdir" -Zbuild-std=std,panic_abort)
 if [ "$mode" = check ]; then
   cargo check "${common[@]}" "$@"
 else
   cargo build "${common[@]}" --profile "${PROFILE:-dist}" "$@"
-  echo "built ${FREEBSD_TARGET_DIR:-target/freebsd-cross}/x86_64-unknown-freebsd/${PROFILE:-dist}/vigie-agent"
+  echo "built $tdir/x86_64-unknown-freebsd/${PROFILE:-dist}/vigie-agent"
 fi
