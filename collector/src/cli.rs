@@ -58,15 +58,20 @@ pub fn ca_revoke(dir: &Path, name: &str) -> Result<String, vigie_certs::Error> {
     })
 }
 
-/// `agents --interfaces AGENT`: what the agent can capture on.
-pub async fn interfaces(socket: &Path, agent: &str) -> anyhow::Result<String> {
+/// The fleet, from the collector's admin socket.
+async fn fetch_agents(socket: &Path) -> anyhow::Result<Vec<AgentStatus>> {
     let mut client = crate::admin::connect(socket).await?;
-    let list = client
+    Ok(client
         .list_agents(ListAgentsRequest {})
         .await
         .map_err(|s| anyhow::anyhow!("the collector refused: {}", s.message()))?
         .into_inner()
-        .agents;
+        .agents)
+}
+
+/// `agents --interfaces AGENT`: what the agent can capture on.
+pub async fn interfaces(socket: &Path, agent: &str) -> anyhow::Result<String> {
+    let list = fetch_agents(socket).await?;
     let a = list.iter().find(|a| a.name == agent).ok_or_else(|| {
         anyhow::anyhow!("no agent named {agent:?} has connected to this collector")
     })?;
@@ -100,13 +105,7 @@ pub async fn interfaces(socket: &Path, agent: &str) -> anyhow::Result<String> {
 
 /// `agents`: the fleet as a table or JSON.
 pub async fn agents(socket: &Path, json: bool) -> anyhow::Result<String> {
-    let mut client = crate::admin::connect(socket).await?;
-    let list = client
-        .list_agents(ListAgentsRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("the collector refused: {}", s.message()))?
-        .into_inner()
-        .agents;
+    let list = fetch_agents(socket).await?;
     if json {
         Ok(serde_json::to_string_pretty(&list.iter().map(json_row).collect::<Vec<_>>())? + "\n")
     } else {

@@ -67,7 +67,7 @@ impl AgentTls {
 
     fn build(
         material: &TlsMaterial,
-        crl_path: &PathBuf,
+        crl_path: &std::path::Path,
     ) -> Result<(Option<SystemTime>, TlsAcceptor, Vec<String>), vigie_certs::Error> {
         let mtime = std::fs::metadata(crl_path).and_then(|m| m.modified()).ok();
         let crls = vigie_certs::files::load_crls(crl_path)?;

@@ -13,7 +13,7 @@ const EX_USAGE: u8 = 64;
 /// Vigie collector: keeps the latest report of every agent and answers Nagios and operators.
 ///
 /// `serve` runs the daemon. The other commands are the operator's: a private CA for agents
-/// and operators, and the fleet's state. Logs go to stderr (RUST_LOG=debug for more).
+/// and operators, the fleet's state, and captures. Logs go to stderr (RUST_LOG=debug for more).
 #[derive(Parser)]
 #[command(version, propagate_version = true)]
 struct Cli {
@@ -47,47 +47,13 @@ enum Command {
     /// Capture packets on an agent's interface and write them as pcap (for Wireshark).
     ///
     /// The agent applies its own limits (allowed interfaces, maximum duration, bytes and
-    /// snaplen) and never captures its own connection to the collector. Examples:
+    /// snaplen) and never captures its own connection to the collector.
+    ///
+    /// Examples:
     ///   vigie-collector capture auray -i igb0 -f 'udp port 53' -d 1m -w dns.pcap
     ///   vigie-collector capture auray -i ovpnc1 -w - | wireshark -k -i -
-    Capture {
-        /// The collector's admin socket.
-        #[arg(long, short = 'S', value_name = "PATH", default_value = config::DEFAULT_ADMIN_SOCKET)]
-        socket: PathBuf,
-        /// The agent to capture on.
-        agent: String,
-        /// Interface (see `agents --interfaces AGENT`).
-        #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-        interface: String,
-        /// BPF filter, as for tcpdump (compiled on the agent).
-        #[arg(
-            short = 'f',
-            long = "filter",
-            value_name = "FILTER",
-            default_value = ""
-        )]
-        filter: String,
-        /// Stop after this long.
-        #[arg(short = 'd', long = "duration", value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-        duration: std::time::Duration,
-        /// Stop after this many packets (0: no limit).
-        #[arg(short = 'c', long = "count", value_name = "COUNT", default_value_t = 0)]
-        count: u64,
-        /// Bytes kept of each packet.
-        #[arg(
-            short = 's',
-            long = "snaplen",
-            value_name = "SNAPLEN",
-            default_value_t = 262_144
-        )]
-        snaplen: u32,
-        /// Stop before the capture holds more packet bytes than this (e.g. 50MB, 1GiB).
-        #[arg(long = "max-bytes", value_name = "SIZE", default_value = "50MB", value_parser = vigie_proto::units::parse_size)]
-        max_bytes: u64,
-        /// The pcap file to write (atomically), or - for stdout.
-        #[arg(short = 'w', long = "write", value_name = "FILE")]
-        write: String,
-    },
+    #[command(verbatim_doc_comment)]
+    Capture(cli::capture::Request),
 }
 
 #[derive(Subcommand)]
@@ -185,28 +151,7 @@ fn main() -> ExitCode {
                 })
             })
             .map_err(|e| (1, e)),
-        Command::Capture {
-            socket,
-            agent,
-            interface,
-            filter,
-            duration,
-            count,
-            snaplen,
-            max_bytes,
-            write,
-        } => {
-            let req = cli::capture::Request {
-                socket,
-                agent,
-                interface,
-                filter,
-                duration,
-                count,
-                snaplen,
-                max_bytes,
-                write,
-            };
+        Command::Capture(req) => {
             return match runtime().and_then(|rt| rt.block_on(cli::capture::run(req))) {
                 Ok((code, summary)) => {
                     eprintln!("{summary}");

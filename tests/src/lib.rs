@@ -145,6 +145,24 @@ impl Default for Pki {
     }
 }
 
+/// An `[nrpe]` section on a free port of 127.0.0.1, TLS on, the default command table,
+/// only 127.0.0.1 allowed, no arguments, no per-agent ports.
+pub fn nrpe_section() -> config::Nrpe {
+    config::Nrpe {
+        listen: vec!["127.0.0.1:0".parse().expect("addr")],
+        agents: Default::default(),
+        tls: true,
+        client_certs: config::ClientCerts::None,
+        allowed_hosts: vec!["127.0.0.1".parse().expect("host")],
+        allow_arguments: false,
+        connection_timeout: Duration::from_secs(10),
+        commands: config::DEFAULT_COMMANDS
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
 /// A real collector, in this process, on 127.0.0.1 and a private admin socket.
 pub struct Collector {
     pub config: Config,

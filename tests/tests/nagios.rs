@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use vigie_collector::config::{ClientCerts, Nrpe};
 use vigie_tests::{Agent, Collector, Pki, bin, wait_until};
 
 const NAGIOS: &str = "/usr/sbin/nagios4";
@@ -190,19 +189,7 @@ fn nagios_runs_check_vigie_and_check_nrpe_and_sees_an_agent_go() {
     let collector = Collector::spawn_with(&pki, |c| {
         c.listen.admin_socket = socket.clone();
         c.listen.admin_group = Some("nagios".into());
-        c.nrpe = Some(Nrpe {
-            listen: vec!["127.0.0.1:0".parse().expect("addr")],
-            agents: Default::default(),
-            tls: true,
-            client_certs: ClientCerts::None,
-            allowed_hosts: vec!["127.0.0.1".parse().expect("host")],
-            allow_arguments: false,
-            connection_timeout: Duration::from_secs(10),
-            commands: vigie_collector::config::DEFAULT_COMMANDS
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        });
+        c.nrpe = Some(vigie_tests::nrpe_section());
     });
     let _auray = Agent::spawn(&pki.agent("auray"), &collector);
     let mut brest = Agent::spawn(&pki.agent("brest"), &collector);

@@ -34,17 +34,8 @@ fn check_nrpe(addr: SocketAddr, args: &[&str]) -> (i32, String) {
 fn nrpe(adjust: impl FnOnce(&mut Nrpe)) -> impl FnOnce(&mut vigie_collector::Config) {
     move |c| {
         let mut n = Nrpe {
-            listen: vec!["127.0.0.1:0".parse().expect("addr")],
             agents: [("auray".to_owned(), "127.0.0.1:0".parse().expect("addr"))].into(),
-            tls: true,
-            client_certs: ClientCerts::None,
-            allowed_hosts: vec!["127.0.0.1".parse().expect("host")],
-            allow_arguments: false,
-            connection_timeout: Duration::from_secs(10),
-            commands: vigie_collector::config::DEFAULT_COMMANDS
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            ..vigie_tests::nrpe_section()
         };
         adjust(&mut n);
         c.nrpe = Some(n);

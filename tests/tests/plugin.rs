@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use vigie_collector::config::{ClientCerts, Nrpe};
+use vigie_collector::config::Nrpe;
 use vigie_tests::{Agent, Collector, Pki, bin};
 
 /// Runs check_vigie; returns (exit code, stdout, stderr).
@@ -36,13 +36,6 @@ fn same_output_and_exit_code_as_the_nrpe_path() {
     let pki = Pki::new();
     let collector = Collector::spawn_with(&pki, |c| {
         c.nrpe = Some(Nrpe {
-            listen: vec!["127.0.0.1:0".parse().expect("addr")],
-            agents: Default::default(),
-            tls: true,
-            client_certs: ClientCerts::None,
-            allowed_hosts: vec!["127.0.0.1".parse().expect("host")],
-            allow_arguments: false,
-            connection_timeout: Duration::from_secs(10),
             commands: [
                 ("check_users".to_owned(), "users -w 5 -c 10".to_owned()),
                 ("check_swap".to_owned(), "swap -w 50% -c 20%".to_owned()),
@@ -52,6 +45,7 @@ fn same_output_and_exit_code_as_the_nrpe_path() {
                 ),
             ]
             .into(),
+            ..vigie_tests::nrpe_section()
         });
     });
     let _agent = Agent::spawn(&pki.agent("auray"), &collector);

@@ -15,18 +15,44 @@ use vigie_proto::{CaptureEnd, CaptureHeader, CaptureRequest, StartCapture, StopC
 
 use crate::pcapfile::PcapWriter;
 
-/// What the operator asked for.
-#[derive(Debug, Clone)]
+/// What the operator asked for: the command line of `capture`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Request {
+    /// The collector's admin socket.
+    #[arg(long, short = 'S', value_name = "PATH", default_value = crate::config::DEFAULT_ADMIN_SOCKET)]
     pub socket: PathBuf,
+    /// The agent to capture on.
     pub agent: String,
+    /// Interface (see `agents --interfaces AGENT`).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     pub interface: String,
+    /// BPF filter, as for tcpdump (compiled on the agent).
+    #[arg(
+        short = 'f',
+        long = "filter",
+        value_name = "FILTER",
+        default_value = ""
+    )]
     pub filter: String,
+    /// Stop after this long.
+    #[arg(short = 'd', long = "duration", value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Stop after this many packets (0: no limit).
+    #[arg(short = 'c', long = "count", value_name = "COUNT", default_value_t = 0)]
     pub count: u64,
+    /// Bytes kept of each packet.
+    #[arg(
+        short = 's',
+        long = "snaplen",
+        value_name = "SNAPLEN",
+        default_value_t = 262_144
+    )]
     pub snaplen: u32,
+    /// Stop before the capture holds more packet bytes than this (e.g. 50MB, 1GiB).
+    #[arg(long = "max-bytes", value_name = "SIZE", default_value = "50MB", value_parser = vigie_proto::units::parse_size)]
     pub max_bytes: u64,
-    /// A path, or "-" for stdout.
+    /// The pcap file to write (atomically), or - for stdout.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
     pub write: String,
 }
 
