@@ -75,6 +75,31 @@ fn fleet(extra: &str) -> (Pki, Collector, Agent) {
     (pki, collector, agent)
 }
 
+/// A UDP capture on lo already running: `capture auray -i lo -f 'udp port P' -w FILE EXTRA…`
+/// after its "capturing on" line. Returns the CLI, the file's folder, the file and P.
+fn udp_capture(
+    collector: &Collector,
+    extra: &[&str],
+) -> (CaptureCli, tempfile::TempDir, std::path::PathBuf, u16) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("capture.pcap");
+    let port = free_udp_port();
+    let filter = format!("udp port {port}");
+    let mut args = vec![
+        "auray",
+        "-i",
+        "lo",
+        "-f",
+        &filter,
+        "-w",
+        file.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    let mut cli = CaptureCli::start(collector, &args, Stdio::null());
+    cli.wait_line("capturing on lo");
+    (cli, dir, file, port)
+}
+
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
@@ -143,28 +168,9 @@ fn tcp_ports(frame: &[u8]) -> Option<(u16, u16)> {
 #[test]
 fn filter_keeps_exactly_the_matching_packets() {
     let (_pki, collector, _agent) = fleet("");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("dns.pcap");
-    let (port, other) = (free_udp_port(), free_udp_port());
-    let filter = format!("udp port {port}");
-    let mut cli = CaptureCli::start(
-        &collector,
-        &[
-            "auray",
-            "-i",
-            "lo",
-            "-f",
-            &filter,
-            "-d",
-            "2s",
-            "-w",
-            file.to_str().expect("utf-8"),
-        ],
-        Stdio::null(),
-    );
-    cli.wait_line("capturing on lo of auray");
+    let (cli, dir, file, port) = udp_capture(&collector, &["-d", "2s"]);
     send_udp(port, 7);
-    send_udp(other, 5);
+    send_udp(free_udp_port(), 5);
     let (code, lines) = cli.finish();
     assert_eq!(code, 0, "{lines:?}");
     let last = lines.last().expect("a summary");
@@ -190,37 +196,13 @@ fn filter_keeps_exactly_the_matching_packets() {
 #[test]
 fn count_limit_and_duration_limit() {
     let (_pki, collector, _agent) = fleet("");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("c.pcap");
-    let port = free_udp_port();
-    let filter = format!("udp port {port}");
-    let mut cli = CaptureCli::start(
-        &collector,
-        &[
-            "auray",
-            "-i",
-            "lo",
-            "-f",
-            &filter,
-            "-c",
-            "3",
-            "-d",
-            "20s",
-            "-w",
-            file.to_str().expect("utf-8"),
-        ],
-        Stdio::null(),
-    );
-    cli.wait_line("capturing on lo of auray");
+    let (cli, dir, file, port) = udp_capture(&collector, &["-c", "3", "-d", "20s"]);
     send_udp(port, 10);
     let (code, lines) = cli.finish();
     assert_eq!(code, 0, "{lines:?}");
+    let last = lines.last().expect("summary");
     assert!(
-        lines.last().expect("summary").contains("3 packets")
-            && lines
-                .last()
-                .expect("summary")
-                .contains("ended: packet count reached (3)"),
+        last.contains("3 packets") && last.contains("ended: packet count reached (3)"),
         "{lines:?}"
     );
     assert_eq!(read_pcap(&file).len(), 3);
@@ -256,27 +238,14 @@ fn count_limit_and_duration_limit() {
 fn policy_clips_bytes_and_refuses_interfaces() {
     let (_pki, collector, _agent) =
         fleet("[capture]\ninterfaces = [\"lo\"]\nmax_bytes = \"300\"\n");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("b.pcap");
-    let port = free_udp_port();
-    let filter = format!("udp port {port}");
-    let mut cli = CaptureCli::start(
-        &collector,
-        &[
-            "auray",
-            "-i",
-            "lo",
-            "-f",
-            &filter,
-            "-d",
-            "20s",
-            "-w",
-            file.to_str().expect("utf-8"),
-        ],
-        Stdio::null(),
+    let (cli, _dir, file, port) = udp_capture(&collector, &["-d", "20s"]);
+    assert!(
+        cli.seen
+            .iter()
+            .any(|l| l == "note: max bytes clipped from 50000000 to 300 (capture.max_bytes)"),
+        "{:?}",
+        cli.seen
     );
-    cli.wait_line("note: max bytes clipped from 50000000 to 300 (capture.max_bytes)");
-    cli.wait_line("capturing on lo");
     send_udp(port, 20);
     let (code, lines) = cli.finish();
     assert_eq!(code, 0, "{lines:?}");
@@ -377,26 +346,7 @@ fn bad_filter_unknown_interface_and_offline_agent() {
 #[test]
 fn agent_killed_mid_capture_keeps_what_arrived() {
     let (_pki, collector, mut agent) = fleet("");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("cut.pcap");
-    let port = free_udp_port();
-    let filter = format!("udp port {port}");
-    let mut cli = CaptureCli::start(
-        &collector,
-        &[
-            "auray",
-            "-i",
-            "lo",
-            "-f",
-            &filter,
-            "-d",
-            "30s",
-            "-w",
-            file.to_str().expect("utf-8"),
-        ],
-        Stdio::null(),
-    );
-    cli.wait_line("capturing on lo of auray");
+    let (cli, _dir, file, port) = udp_capture(&collector, &["-d", "30s"]);
     send_udp(port, 4);
     // Let the chunk reach the collector (chunks leave every 50 ms), then kill the agent.
     std::thread::sleep(Duration::from_millis(500));
@@ -502,26 +452,7 @@ fn stdout_pipes_into_tcpdump() {
 #[test]
 fn ctrl_c_stops_and_keeps_the_summary() {
     let (_pki, collector, _agent) = fleet("");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("int.pcap");
-    let port = free_udp_port();
-    let filter = format!("udp port {port}");
-    let mut cli = CaptureCli::start(
-        &collector,
-        &[
-            "auray",
-            "-i",
-            "lo",
-            "-f",
-            &filter,
-            "-d",
-            "60s",
-            "-w",
-            file.to_str().expect("utf-8"),
-        ],
-        Stdio::null(),
-    );
-    cli.wait_line("capturing on lo of auray");
+    let (cli, _dir, file, port) = udp_capture(&collector, &["-d", "60s"]);
     send_udp(port, 6);
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signalling our own child by its PID.
