@@ -25,7 +25,7 @@ use vigie_proto::{
 
 use crate::capture::Relay;
 use crate::checks::Engine;
-use crate::link::AgentTls;
+use crate::link::ReloadingTls;
 use crate::registry::Registry;
 
 /// Mode of the admin socket: owner and group may connect.
@@ -201,7 +201,7 @@ pub async fn serve(
 /// the same CA and revocation list as the agent port).
 pub async fn serve_tcp(
     listener: TcpListener,
-    tls: Arc<AgentTls>,
+    tls: Arc<ReloadingTls>,
     registry: Arc<Registry>,
     engine: Engine,
     relay: Arc<Relay>,

@@ -32,7 +32,7 @@ use anyhow::Context;
 use tokio::net::{TcpListener, UnixListener};
 
 pub use config::Config;
-pub use link::AgentTls;
+pub use link::ReloadingTls;
 pub use registry::Registry;
 
 /// How long in-flight work may take to finish after a shutdown signal.
@@ -41,9 +41,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The collector's TLS state, loaded and validated before any socket is bound.
 #[derive(Clone)]
 pub struct ServerTls {
-    pub agents: Arc<AgentTls>,
+    pub agents: Arc<ReloadingTls>,
     /// `None` when there is no NRPE listener or it runs without TLS.
-    pub nrpe: Option<tokio_rustls::TlsAcceptor>,
+    pub nrpe: Option<Arc<ReloadingTls>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -68,15 +68,20 @@ pub fn load_tls(config: &Config) -> Result<ServerTls, vigie_certs::Error> {
                 config::ClientCerts::Ask => ClientAuth::Optional,
                 config::ClientCerts::Require => ClientAuth::Required,
             };
-            let crls = vigie_certs::files::load_crls(&crl_path)?;
-            Some(tokio_rustls::TlsAcceptor::from(
-                vigie_certs::tls::nrpe_server(&material, auth, crls)?,
-            ))
+            Some(Arc::new(ReloadingTls::new(
+                link::Flavor::Nrpe(auth),
+                material.clone(),
+                crl_path.clone(),
+            )?))
         }
         _ => None,
     };
     Ok(ServerTls {
-        agents: Arc::new(AgentTls::new(material, crl_path)?),
+        agents: Arc::new(ReloadingTls::new(
+            link::Flavor::AgentLink,
+            material,
+            crl_path,
+        )?),
         nrpe,
     })
 }
@@ -143,6 +148,11 @@ pub async fn serve(
     let registry = Arc::new(Registry::new());
     let engine = checks::Engine::new(registry.clone(), config.checks.stale_after);
     let relay = capture::Relay::new();
+    // One watcher re-reads the revocation list for every TLS port.
+    let watched: Vec<Arc<ReloadingTls>> = std::iter::once(tls.agents.clone())
+        .chain(tls.nrpe.clone())
+        .collect();
+    let watcher = tokio::spawn(link::watch_revocations(watched, registry.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -208,6 +218,7 @@ pub async fn serve(
         r = &mut agents => r.context("agent server task").and_then(|r| r.context("agent server failed")),
         r = &mut admin => r.context("admin server task").and_then(|r| r.context("admin server failed")),
     };
+    watcher.abort();
     let _ = std::fs::remove_file(&listeners.admin_path);
     result
 }

@@ -39,26 +39,43 @@ const CRL_POLL: Duration = Duration::from_secs(2);
 /// Bound on one message from an agent.
 const MAX_MESSAGE: usize = 1 << 20;
 
-/// The agent port's TLS state: the acceptor is rebuilt when the CRL file changes.
-pub struct AgentTls {
+/// Which server configuration a [`ReloadingTls`] builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// The agent port and the remote admin port: TLS 1.3, client certificate required.
+    AgentLink,
+    /// The NRPE listener: TLS 1.2 and 1.3, client certificates as configured.
+    Nrpe(vigie_certs::tls::ClientAuth),
+}
+
+/// A TLS server state whose acceptor is rebuilt when the CRL file changes, so `ca revoke`
+/// takes effect without a restart.
+pub struct ReloadingTls {
+    flavor: Flavor,
     material: TlsMaterial,
     crl_path: PathBuf,
     current: RwLock<(Option<SystemTime>, TlsAcceptor)>,
 }
 
-impl std::fmt::Debug for AgentTls {
+impl std::fmt::Debug for ReloadingTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentTls")
+        f.debug_struct("ReloadingTls")
+            .field("flavor", &self.flavor)
             .field("crl_path", &self.crl_path)
             .finish_non_exhaustive()
     }
 }
 
-impl AgentTls {
+impl ReloadingTls {
     /// Builds the acceptor from the collector's certificate and key, the CA, and the CRL.
-    pub fn new(material: TlsMaterial, crl_path: PathBuf) -> Result<Self, vigie_certs::Error> {
-        let (mtime, acceptor, _) = Self::build(&material, &crl_path)?;
-        Ok(AgentTls {
+    pub fn new(
+        flavor: Flavor,
+        material: TlsMaterial,
+        crl_path: PathBuf,
+    ) -> Result<Self, vigie_certs::Error> {
+        let (mtime, acceptor, _) = Self::build(flavor, &material, &crl_path)?;
+        Ok(ReloadingTls {
+            flavor,
             material,
             crl_path,
             current: RwLock::new((mtime, acceptor)),
@@ -66,17 +83,22 @@ impl AgentTls {
     }
 
     fn build(
+        flavor: Flavor,
         material: &TlsMaterial,
         crl_path: &std::path::Path,
     ) -> Result<(Option<SystemTime>, TlsAcceptor, Vec<String>), vigie_certs::Error> {
         let mtime = std::fs::metadata(crl_path).and_then(|m| m.modified()).ok();
         let crls = vigie_certs::files::load_crls(crl_path)?;
         let serials = revoked_serials(&crls);
-        let config = vigie_certs::tls::agent_link_server(material, crls)?;
+        let config = match flavor {
+            Flavor::AgentLink => vigie_certs::tls::agent_link_server(material, crls)?,
+            Flavor::Nrpe(auth) => vigie_certs::tls::nrpe_server(material, auth, crls)?,
+        };
         Ok((mtime, TlsAcceptor::from(config), serials))
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    /// The current acceptor (with the latest revocation list).
+    pub fn acceptor(&self) -> TlsAcceptor {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -92,7 +114,7 @@ impl AgentTls {
         if mtime == self.current.read().unwrap_or_else(|e| e.into_inner()).0 {
             return Ok(None);
         }
-        let (mtime, acceptor, serials) = Self::build(&self.material, &self.crl_path)?;
+        let (mtime, acceptor, serials) = Self::build(self.flavor, &self.material, &self.crl_path)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = (mtime, acceptor);
         Ok(Some(serials))
     }
@@ -103,7 +125,7 @@ impl AgentTls {
 /// `what` names the port in log lines ("agent", "admin").
 pub fn incoming(
     listener: TcpListener,
-    tls: Arc<AgentTls>,
+    tls: Arc<ReloadingTls>,
     what: &'static str,
 ) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
@@ -146,28 +168,36 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
-/// Re-reads the CRL when it changes and closes the sessions of newly revoked certificates.
-pub async fn watch_revocations(tls: Arc<AgentTls>, registry: Arc<Registry>) {
+/// Re-reads the CRL when it changes, for every TLS server state, and closes the sessions
+/// of newly revoked certificates.
+pub async fn watch_revocations(states: Vec<Arc<ReloadingTls>>, registry: Arc<Registry>) {
     let mut tick = tokio::time::interval(CRL_POLL);
     loop {
         tick.tick().await;
-        match tls.refresh() {
-            Ok(None) => {}
-            Ok(Some(serials)) => {
-                tracing::info!(
-                    file = %tls.crl_path.display(),
-                    revoked = serials.len(),
-                    "revocation list reloaded"
-                );
-                for name in registry.kill_serials(&serials) {
-                    tracing::warn!(agent = %name, "closed session: certificate revoked");
-                }
-            }
-            Err(e) => tracing::error!(
-                "cannot reload the revocation list (keeping the previous one): {:#}",
-                anyhow::Error::from(e)
-            ),
+        for tls in &states {
+            refresh_one(tls, &registry);
         }
+    }
+}
+
+fn refresh_one(tls: &ReloadingTls, registry: &Registry) {
+    match tls.refresh() {
+        Ok(None) => {}
+        Ok(Some(serials)) => {
+            tracing::info!(
+                file = %tls.crl_path.display(),
+                revoked = serials.len(),
+                port = ?tls.flavor,
+                "revocation list reloaded"
+            );
+            for name in registry.kill_serials(&serials) {
+                tracing::warn!(agent = %name, "closed session: certificate revoked");
+            }
+        }
+        Err(e) => tracing::error!(
+            "cannot reload the revocation list (keeping the previous one): {:#}",
+            anyhow::Error::from(e)
+        ),
     }
 }
 
@@ -324,14 +354,13 @@ async fn drive(
 /// Serves agents on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<AgentTls>,
+    tls: Arc<ReloadingTls>,
     registry: Arc<Registry>,
     relay: Arc<Relay>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let local: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?local, "listening for agents");
-    let watcher = tokio::spawn(watch_revocations(tls.clone(), registry.clone()));
     // Sessions never end on their own; close them so the graceful shutdown can complete.
     let sessions = registry.clone();
     let shutdown = async move {
@@ -348,6 +377,5 @@ pub async fn serve(
             shutdown,
         )
         .await;
-    watcher.abort();
     result
 }

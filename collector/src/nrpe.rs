@@ -23,10 +23,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
-use tokio_rustls::TlsAcceptor;
 
 use crate::checks::{Engine, State};
 use crate::config::Nrpe as NrpeConfig;
+use crate::link::ReloadingTls;
 use packet::{PacketError, V3_HEADER, decode_query, encode_response, packet_len};
 
 /// Connections served at once; more wait in the kernel's backlog.
@@ -155,7 +155,7 @@ fn substitute(word: &str, args: &[&str]) -> String {
 pub struct Server {
     config: NrpeConfig,
     engine: Engine,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ReloadingTls>>,
     slots: Arc<Semaphore>,
 }
 
@@ -168,7 +168,7 @@ impl fmt::Debug for Server {
 }
 
 impl Server {
-    pub fn new(config: NrpeConfig, engine: Engine, tls: Option<TlsAcceptor>) -> Server {
+    pub fn new(config: NrpeConfig, engine: Engine, tls: Option<Arc<ReloadingTls>>) -> Server {
         Server {
             config,
             engine,
@@ -313,8 +313,8 @@ impl Server {
             )
         };
         match &self.tls {
-            Some(acceptor) => {
-                let mut tls = timeout_at(deadline, acceptor.accept(tcp))
+            Some(state) => {
+                let mut tls = timeout_at(deadline, state.acceptor().accept(tcp))
                     .await
                     .map_err(|_| timeout_msg())?
                     .map_err(|e| format!("tls handshake: {e}"))?;

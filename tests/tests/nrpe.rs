@@ -167,6 +167,28 @@ fn client_certificates_required() {
     let (code, out) = check_nrpe(main, &["-c", "check_load", "-a", "auray"]);
     assert_ne!(code, 0, "no client certificate: {out}");
     assert!(!out.contains("LOAD OK"), "{out}");
+
+    // Revoked: refused within seconds, without a restart.
+    pki.files.revoke("nagios").expect("revoke");
+    let with_cert = [
+        "-C",
+        op.cert.to_str().expect("utf-8"),
+        "-K",
+        op.key.to_str().expect("utf-8"),
+        "-c",
+        "check_load",
+        "-a",
+        "auray",
+    ];
+    let out = wait_until(
+        Duration::from_secs(10),
+        "the revoked certificate to be refused",
+        || {
+            let (code, out) = check_nrpe(main, &with_cert);
+            (code != 0).then_some(out)
+        },
+    );
+    assert!(!out.contains("LOAD OK"), "{out}");
 }
 
 #[test]
