@@ -368,7 +368,7 @@ pub async fn serve(
         let n = sessions.kill_all("the collector is shutting down");
         tracing::info!(sessions = n, "closing agent sessions");
     };
-    let result = tonic::transport::Server::builder()
+    tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .serve_with_incoming_shutdown(
@@ -376,6 +376,5 @@ pub async fn serve(
             incoming(listener, tls, "agent"),
             shutdown,
         )
-        .await;
-    result
+        .await
 }
