@@ -90,8 +90,9 @@ fn memory_and_swap_agree_with_free() {
     let mem = row("Mem:");
     let swap = row("Swap:");
     assert_eq!(u(&report["memory"]["total_bytes"]), mem[0]);
-    // free's "used" is total - available (procps 4); both move a little between the two calls.
-    let slack = 64 << 20;
+    // free's "used" is total - available (procps 4); both move between the two calls, more
+    // so while other tests start processes: allow 1% of memory.
+    let slack = mem[0] / 100;
     assert!(
         u(&report["memory"]["used_bytes"]).abs_diff(mem[1]) <= slack,
         "{free}"
