@@ -234,11 +234,12 @@ impl Captures {
                 let id = plan.capture_id.clone();
                 let end = run(&plan, exclude, &stop, &tx);
                 tracing::info!(capture = %id, reason = %end.reason, packets = end.packets, bytes = end.bytes, kernel_drops = end.kernel_drops, "capture ended");
-                let _ = tx.blocking_send(CaptureChunk {
+                let end_chunk = CaptureChunk {
                     capture_id: id.clone(),
                     end: Some(end),
                     ..CaptureChunk::default()
-                });
+                };
+                let _ = send_until(&tx, end_chunk, None, Instant::now() + FINAL_SEND);
                 captures.running().remove(&id);
             });
         if let Err(e) = spawned {
@@ -258,6 +259,36 @@ impl Captures {
     pub fn stop_all(&self) {
         for flag in self.running().values() {
             flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How long the last messages of a capture (its end, a refusal) may wait for the upload.
+const FINAL_SEND: Duration = Duration::from_secs(5);
+
+/// Queues a chunk for the upload, waiting while the reader is slow (HTTP/2 back-pressure)
+/// but never past `until` nor after `stop` is raised: a stalled reader must not keep a
+/// capture beyond its limits. Returns why it gave up.
+fn send_until(
+    tx: &mpsc::Sender<CaptureChunk>,
+    mut chunk: CaptureChunk,
+    stop: Option<&AtomicBool>,
+    until: Instant,
+) -> Result<(), &'static str> {
+    loop {
+        match tx.try_send(chunk) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err("session lost"),
+            Err(mpsc::error::TrySendError::Full(c)) => {
+                if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                    return Err("stopped");
+                }
+                if Instant::now() >= until {
+                    return Err("duration");
+                }
+                chunk = c;
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 }
@@ -325,11 +356,12 @@ fn run(
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(capture = %id, "capture refused: {e}");
-            let _ = tx.blocking_send(CaptureChunk {
+            let refusal = CaptureChunk {
                 capture_id: id,
                 error: e.clone(),
                 ..CaptureChunk::default()
-            });
+            };
+            let _ = send_until(tx, refusal, None, Instant::now() + FINAL_SEND);
             end.reason = format!("error: {e}");
             return end;
         }
@@ -343,18 +375,16 @@ fn run(
         max_bytes: plan.max_bytes,
         max_packets: plan.max_packets,
     };
-    if tx
-        .blocking_send(CaptureChunk {
-            capture_id: id.clone(),
-            header: Some(header),
-            ..CaptureChunk::default()
-        })
-        .is_err()
-    {
-        end.reason = "session lost".into();
+    let deadline = Instant::now() + plan.duration;
+    let header = CaptureChunk {
+        capture_id: id.clone(),
+        header: Some(header),
+        ..CaptureChunk::default()
+    };
+    if let Err(why) = send_until(tx, header, Some(stop), deadline) {
+        end.reason = why.into();
         return end;
     }
-    let deadline = Instant::now() + plan.duration;
     // Packets go up as ready-made pcap records: no per-packet allocation here, in the
     // collector or in the CLI.
     let mut batch: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + 65_536);
@@ -419,20 +449,21 @@ fn run(
             };
             batch_count = 0;
             batch_started = Instant::now();
-            if tx.blocking_send(chunk).is_err() {
-                break "session lost".into();
+            if let Err(why) = send_until(tx, chunk, Some(stop), deadline) {
+                break why.into();
             }
         } else if batch_count == 0 {
             batch_started = Instant::now();
         }
     };
     if batch_count > 0 {
-        let _ = tx.blocking_send(CaptureChunk {
+        let last = CaptureChunk {
             capture_id: id,
             records: batch,
             record_count: batch_count as u32,
             ..CaptureChunk::default()
-        });
+        };
+        let _ = send_until(tx, last, None, Instant::now() + FINAL_SEND);
     }
     if let Ok(s) = cap.stats() {
         end.kernel_drops = u64::from(s.dropped) + u64::from(s.if_dropped);

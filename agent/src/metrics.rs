@@ -6,7 +6,7 @@
 //! The platform parts live in `linux.rs` and `freebsd.rs`; the rest is shared POSIX.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -217,6 +217,7 @@ pub fn load() -> io::Result<Load> {
 /// The utmpx functions keep one static cursor per process.
 static UTMPX: Mutex<()> = Mutex::new(());
 
+/// A NUL-terminated C string in a fixed-size field (stops at the end if there is no NUL).
 fn c_field(field: &[libc::c_char]) -> String {
     let bytes: Vec<u8> = field
         .iter()
@@ -383,15 +384,6 @@ fn humantime_secs(s: u64) -> String {
     } else {
         format!("{h}h {m}m")
     }
-}
-
-/// Reads a C string field that the platform code got from the kernel.
-#[allow(dead_code)] // used by one platform only
-fn cstr(ptr: &[libc::c_char]) -> String {
-    // SAFETY: callers pass fixed-size kernel buffers that are NUL-terminated.
-    unsafe { CStr::from_ptr(ptr.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 #[cfg(test)]

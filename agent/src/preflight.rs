@@ -46,7 +46,10 @@ pub fn check(path: &Path) -> Findings {
         .into_iter()
         .flatten()
     {
-        f.problems.push(chain_text(r));
+        f.problems.push(vigie_proto::channel::one_line(
+            r.to_string(),
+            std::error::Error::source(r),
+        ));
     }
     let (Ok(ca), Ok(chain), Ok(key)) = (ca, chain, key) else {
         return f;
@@ -87,18 +90,6 @@ pub fn check(path: &Path) -> Findings {
         f.notes.push(format!("collector: {c}"));
     }
     f
-}
-
-/// An error and its causes on one line.
-fn chain_text(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Verifies the certificate chain as the collector will, at `when`.

@@ -274,6 +274,9 @@ async fn session(
     }
 }
 
+/// Whether a sample is running on the blocking pool.
+static SAMPLING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Samples (on a blocking thread: statvfs can hang on a dead NFS mount) and queues a report.
 /// A report that cannot be queued because the collector is not reading is dropped: the next
 /// one supersedes it anyway.
@@ -284,14 +287,28 @@ async fn send_report(
 ) -> anyhow::Result<()> {
     *seq += 1;
     let n = *seq;
+    // One sample at a time: a sample stuck on a hung filesystem must not pile up threads.
+    if SAMPLING.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        tracing::warn!(
+            "the previous sample is still running (a hung filesystem?); report {n} skipped"
+        );
+        return Ok(());
+    }
     let report = match tokio::time::timeout(
         interval,
-        tokio::task::spawn_blocking(move || metrics::sample(n)),
+        tokio::task::spawn_blocking(move || {
+            let r = metrics::sample(n);
+            SAMPLING.store(false, std::sync::atomic::Ordering::Release);
+            r
+        }),
     )
     .await
     {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(anyhow!("sampling failed: {e}")),
+        Ok(Err(e)) => {
+            SAMPLING.store(false, std::sync::atomic::Ordering::Release);
+            return Err(anyhow!("sampling failed: {e}"));
+        }
         Err(_) => {
             tracing::warn!("sampling took longer than the interval; report {n} skipped");
             return Ok(());

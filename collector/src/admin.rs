@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use vigie_certs::identity::{RoleKind, identity};
+use vigie_certs::identity::RoleKind;
 use vigie_proto::admin_client::AdminClient;
 use vigie_proto::admin_server::{Admin, AdminServer};
 use vigie_proto::{
@@ -36,6 +36,8 @@ pub const SOCKET_MODE: u32 = 0o660;
 pub enum BindError {
     #[error("admin socket {path} is in use: is another collector running?")]
     InUse { path: PathBuf },
+    #[error("admin socket {path}: something else than a socket is there; refusing to replace it")]
+    NotASocket { path: PathBuf },
     #[error("admin socket {path}: no group named {group:?} (listen.admin_group)")]
     Group { path: PathBuf, group: String },
     #[error("cannot create the admin socket {path}")]
@@ -59,6 +61,16 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, BindError>
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(BindError::InUse {
+                path: path.to_owned(),
+            });
+        }
+        // Only a socket is ours to replace; anything else is a mistake in the path.
+        use std::os::unix::fs::FileTypeExt;
+        let is_socket = std::fs::symlink_metadata(path)
+            .map(|m| m.file_type().is_socket())
+            .unwrap_or(false);
+        if !is_socket {
+            return Err(BindError::NotASocket {
                 path: path.to_owned(),
             });
         }
@@ -95,17 +107,17 @@ pub struct AdminService {
     registry: Arc<Registry>,
     engine: Engine,
     relay: Arc<Relay>,
+    /// On the TCP port: operator certificates are required (and checked against the
+    /// revocation list); on the unix socket the file permissions are the gate.
+    tcp_tls: Option<Arc<ReloadingTls>>,
 }
 
 /// Who may call: anyone who could open the unix socket; over TLS, operators only.
-fn authorize<T>(req: &Request<T>) -> Result<(), Status> {
-    let Some(certs) = req.peer_certs() else {
+fn authorize<T>(req: &Request<T>, tcp_tls: Option<&ReloadingTls>) -> Result<(), Status> {
+    let Some(tls) = tcp_tls else {
         return Ok(());
     };
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-    let id = identity(leaf.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    let id = crate::link::peer_identity(req, tls)?;
     if id.role != RoleKind::Operator {
         tracing::warn!(peer = ?req.remote_addr(), name = %id.name, role = %id.role, "admin request refused: not an operator certificate");
         return Err(Status::permission_denied(format!(
@@ -127,7 +139,7 @@ impl Admin for AdminService {
         &self,
         req: Request<CaptureRequest>,
     ) -> Result<Response<Self::CaptureStream>, Status> {
-        authorize(&req)?;
+        authorize(&req, self.tcp_tls.as_deref())?;
         let rx = self.relay.start(&self.registry, req.into_inner())?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -138,7 +150,7 @@ impl Admin for AdminService {
         &self,
         req: Request<StopCaptureRequest>,
     ) -> Result<Response<StopCaptureResponse>, Status> {
-        authorize(&req)?;
+        authorize(&req, self.tcp_tls.as_deref())?;
         self.relay
             .stop(&self.registry, &req.into_inner().capture_id)?;
         Ok(Response::new(StopCaptureResponse {}))
@@ -148,14 +160,14 @@ impl Admin for AdminService {
         &self,
         req: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
-        authorize(&req)?;
+        authorize(&req, self.tcp_tls.as_deref())?;
         Ok(Response::new(ListAgentsResponse {
             agents: self.registry.list(),
         }))
     }
 
     async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        authorize(&req)?;
+        authorize(&req, self.tcp_tls.as_deref())?;
         let req = req.into_inner();
         let outcome = self.engine.run(&req.agent, &req.argv);
         Ok(Response::new(CheckResponse {
@@ -169,11 +181,13 @@ fn service(
     registry: Arc<Registry>,
     engine: Engine,
     relay: Arc<Relay>,
+    tcp_tls: Option<Arc<ReloadingTls>>,
 ) -> AdminServer<AdminService> {
     AdminServer::new(AdminService {
         registry,
         engine,
         relay,
+        tcp_tls,
     })
     .max_decoding_message_size(64 << 10)
 }
@@ -190,7 +204,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
         .serve_with_incoming_shutdown(
-            service(registry, engine, relay),
+            service(registry, engine, relay, None),
             UnixListenerStream::new(listener),
             shutdown,
         )
@@ -211,7 +225,7 @@ pub async fn serve_tcp(
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
         .serve_with_incoming_shutdown(
-            service(registry, engine, relay),
+            service(registry, engine, relay, Some(tls.clone())),
             crate::link::incoming(listener, tls, "admin"),
             shutdown,
         )

@@ -167,9 +167,9 @@ impl Relay {
         agent: &str,
         mut inbound: Streaming<CaptureChunk>,
     ) -> Result<CaptureSummary, Status> {
-        let first = inbound
-            .message()
-            .await?
+        let first = tokio::time::timeout(START_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no capture chunk in time"))??
             .ok_or_else(|| Status::invalid_argument("empty upload"))?;
         let id = first.capture_id.clone();
         let pending = {

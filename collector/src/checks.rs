@@ -37,16 +37,6 @@ impl State {
             State::Unknown => "UNKNOWN",
         }
     }
-
-    /// From a result code; anything outside 0..3 is UNKNOWN.
-    pub fn from_code(code: i32) -> State {
-        match code {
-            0 => State::Ok,
-            1 => State::Warning,
-            2 => State::Critical,
-            _ => State::Unknown,
-        }
-    }
 }
 
 /// The result of one check: a state and the plugin output (with perfdata after `|`).
@@ -585,7 +575,10 @@ fn disk(o: &Opts) -> Result<Check, String> {
         let mut text = String::new();
         let mut perf = String::new();
         for f in selected {
-            let free_pct = percent(f.available_bytes, f.available_bytes + f.used_bytes);
+            let free_pct = percent(
+                f.available_bytes,
+                f.available_bytes.saturating_add(f.used_bytes),
+            );
             let inode_free = 100.0 - percent(f.inodes_used, f.inodes_total);
             let s = if crit.alerts(f.available_bytes, free_pct) {
                 State::Critical

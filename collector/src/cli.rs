@@ -134,7 +134,7 @@ fn figures(a: &AgentStatus) -> Figures {
         // Like df's Use%: used / (used + available), so reserved blocks count as full.
         root_used: r
             .and_then(|r| r.filesystems.iter().find(|f| f.mount_point == "/"))
-            .and_then(|f| percent(f.used_bytes, f.used_bytes + f.available_bytes)),
+            .and_then(|f| percent(f.used_bytes, f.used_bytes.saturating_add(f.available_bytes))),
     }
 }
 

@@ -32,6 +32,8 @@ use crate::registry::Registry;
 
 /// TCP accept to the end of the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes in progress at once on one port; more connections wait in the backlog.
+const MAX_HANDSHAKES: usize = 256;
 /// How long an agent has to send Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the revocation list file is checked for changes.
@@ -55,6 +57,9 @@ pub struct ReloadingTls {
     material: TlsMaterial,
     crl_path: PathBuf,
     current: RwLock<(Option<SystemTime>, TlsAcceptor)>,
+    /// Serials of the current CRL: a connection opened before a revocation must not open
+    /// new streams after it.
+    revoked: RwLock<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for ReloadingTls {
@@ -73,12 +78,13 @@ impl ReloadingTls {
         material: TlsMaterial,
         crl_path: PathBuf,
     ) -> Result<Self, vigie_certs::Error> {
-        let (mtime, acceptor, _) = Self::build(flavor, &material, &crl_path)?;
+        let (mtime, acceptor, serials) = Self::build(flavor, &material, &crl_path)?;
         Ok(ReloadingTls {
             flavor,
             material,
             crl_path,
             current: RwLock::new((mtime, acceptor)),
+            revoked: RwLock::new(serials.into_iter().collect()),
         })
     }
 
@@ -95,6 +101,14 @@ impl ReloadingTls {
             Flavor::Nrpe(auth) => vigie_certs::tls::nrpe_server(material, auth, crls)?,
         };
         Ok((mtime, TlsAcceptor::from(config), serials))
+    }
+
+    /// Whether the current revocation list names this serial (lowercase hex).
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(serial)
     }
 
     /// The current acceptor (with the latest revocation list).
@@ -116,6 +130,8 @@ impl ReloadingTls {
         }
         let (mtime, acceptor, serials) = Self::build(self.flavor, &self.material, &self.crl_path)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = (mtime, acceptor);
+        *self.revoked.write().unwrap_or_else(|e| e.into_inner()) =
+            serials.iter().cloned().collect();
         Ok(Some(serials))
     }
 }
@@ -129,8 +145,17 @@ pub fn incoming(
     what: &'static str,
 ) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
+    // Handshakes in flight are bounded: peers without a certificate cannot pile up sockets.
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
+            let permit = tokio::select! {
+                permit = handshakes.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                () = tx.closed() => break,
+            };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 // The server is gone: drop the listener so the port is free again.
@@ -149,6 +174,7 @@ pub fn incoming(
             let acceptor = tls.acceptor();
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
@@ -206,17 +232,30 @@ fn refresh_one(tls: &ReloadingTls, registry: &Registry) {
 pub struct AgentLinkService {
     registry: Arc<Registry>,
     relay: Arc<Relay>,
+    tls: Arc<ReloadingTls>,
 }
 
 impl AgentLinkService {
-    pub fn new(registry: Arc<Registry>, relay: Arc<Relay>) -> AgentLinkServer<Self> {
-        AgentLinkServer::new(AgentLinkService { registry, relay })
-            .max_decoding_message_size(MAX_MESSAGE)
+    pub fn new(
+        registry: Arc<Registry>,
+        relay: Arc<Relay>,
+        tls: Arc<ReloadingTls>,
+    ) -> AgentLinkServer<Self> {
+        AgentLinkServer::new(AgentLinkService {
+            registry,
+            relay,
+            tls,
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
     }
 }
 
-/// The verified identity of the agent behind a request.
-fn agent_identity<T>(req: &Request<T>) -> Result<vigie_certs::Identity, Status> {
+/// The verified identity of the peer behind a request (its certificate's CN), refused when
+/// its certificate was revoked after the connection was opened.
+pub fn peer_identity<T>(
+    req: &Request<T>,
+    tls: &ReloadingTls,
+) -> Result<vigie_certs::Identity, Status> {
     let certs = req
         .peer_certs()
         .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
@@ -224,6 +263,17 @@ fn agent_identity<T>(req: &Request<T>) -> Result<vigie_certs::Identity, Status> 
         .first()
         .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
     let id = identity(leaf.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    if tls.is_revoked(&id.serial) {
+        return Err(Status::permission_denied("certificate revoked"));
+    }
+    Ok(id)
+}
+
+fn agent_identity<T>(
+    req: &Request<T>,
+    tls: &ReloadingTls,
+) -> Result<vigie_certs::Identity, Status> {
+    let id = peer_identity(req, tls)?;
     if id.role != RoleKind::Agent {
         return Err(Status::permission_denied(format!(
             "a {} certificate cannot open an agent session",
@@ -244,7 +294,7 @@ impl AgentLink for AgentLinkService {
         req: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let peer = req.remote_addr();
-        let id = agent_identity(&req).inspect_err(|s| {
+        let id = agent_identity(&req, &self.tls).inspect_err(|s| {
             tracing::warn!(peer = ?peer, "refused agent session: {}", s.message());
         })?;
         let mut inbound = req.into_inner();
@@ -301,7 +351,7 @@ impl AgentLink for AgentLinkService {
         &self,
         req: Request<Streaming<CaptureChunk>>,
     ) -> Result<Response<CaptureSummary>, Status> {
-        let id = agent_identity(&req)?;
+        let id = agent_identity(&req, &self.tls)?;
         let summary = self
             .relay
             .upload(&self.registry, &id.name, req.into_inner())
@@ -372,7 +422,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .serve_with_incoming_shutdown(
-            AgentLinkService::new(registry, relay),
+            AgentLinkService::new(registry, relay, tls.clone()),
             incoming(listener, tls, "agent"),
             shutdown,
         )

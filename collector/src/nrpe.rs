@@ -31,6 +31,12 @@ use packet::{PacketError, V3_HEADER, decode_query, encode_response, packet_len};
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 1024;
+/// Refused hosts answered at once; more are closed without a word.
+const REFUSED_CONNECTIONS: usize = 32;
+/// The whole exchange with a refused host, handshake included.
+const REFUSED_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest command name echoed back in an error.
+const MAX_ECHO: usize = 64;
 /// How long to wait for the client's own close after replying.
 const LINGER: Duration = Duration::from_secs(2);
 /// `$ARG1$` … `$ARG16$`, like the stock daemon.
@@ -157,6 +163,7 @@ pub struct Server {
     engine: Engine,
     tls: Option<Arc<ReloadingTls>>,
     slots: Arc<Semaphore>,
+    refused_slots: Arc<Semaphore>,
 }
 
 impl fmt::Debug for Server {
@@ -174,6 +181,7 @@ impl Server {
             engine,
             tls,
             slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            refused_slots: Arc::new(Semaphore::new(REFUSED_CONNECTIONS)),
         }
     }
 
@@ -230,7 +238,10 @@ impl Server {
         let Some(line) = self.config.commands.get(command) else {
             return (
                 State::Unknown,
-                format!("NRPE: Command '{command}' not defined"),
+                format!(
+                    "NRPE: Command '{}' not defined",
+                    packet::truncate(command, MAX_ECHO)
+                ),
             );
         };
         // The table was validated at start-up; a failure here cannot happen, but costs
@@ -279,12 +290,20 @@ impl Server {
                 .allowed_hosts
                 .iter()
                 .any(|h| h.contains(peer.ip()));
-            if !allowed {
+            let slot = if allowed {
+                // At the connection limit, stop accepting: new clients wait in the backlog.
+                let Ok(slot) = self.slots.clone().acquire_owned().await else {
+                    break;
+                };
+                slot
+            } else {
                 tracing::warn!(%peer, "NRPE client refused: not in allowed_hosts");
-            }
-            // At the connection limit, stop accepting: new clients wait in the backlog.
-            let Ok(slot) = self.slots.clone().acquire_owned().await else {
-                break;
+                // Refused hosts get their sentence from a small pool of their own, so they
+                // can never take the slots of allowed ones; beyond it they are just closed.
+                match self.refused_slots.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => continue,
+                }
             };
             let server = self.clone();
             let agent = fixed_agent.clone();
@@ -305,13 +324,16 @@ impl Server {
         allowed: bool,
     ) -> Result<(), String> {
         let _ = tcp.set_nodelay(true);
-        let deadline = Instant::now() + self.config.connection_timeout;
-        let timeout_msg = || {
-            format!(
-                "no complete query within {}s",
-                self.config.connection_timeout.as_secs_f64()
-            )
+        let limit = if allowed {
+            self.config.connection_timeout
+        } else {
+            REFUSED_TIMEOUT
         };
+        let deadline = Instant::now() + limit;
+        // Sending gets its own short deadline: a client that stops reading must not keep
+        // its slot.
+        let send_deadline = || Instant::now() + Duration::from_secs(5);
+        let timeout_msg = || format!("no complete query within {}s", limit.as_secs_f64());
         match &self.tls {
             Some(state) => {
                 let mut tls = timeout_at(deadline, state.acceptor().accept(tcp))
@@ -328,10 +350,11 @@ impl Server {
                 let (_, conn) = tls.get_mut();
                 std::io::Write::write_all(&mut conn.writer(), &reply).map_err(|e| e.to_string())?;
                 conn.send_close_notify();
-                tls.flush()
+                timeout_at(send_deadline(), tls.flush())
                     .await
+                    .map_err(|_| "the client does not read its reply".to_owned())?
                     .map_err(|e| format!("sending the reply: {e}"))?;
-                let _ = tls.get_mut().0.shutdown().await;
+                let _ = timeout_at(send_deadline(), tls.get_mut().0.shutdown()).await;
                 linger(&mut tls).await;
             }
             None => {
@@ -342,10 +365,11 @@ impl Server {
                 )
                 .await
                 .map_err(|_| timeout_msg())??;
-                tcp.write_all(&reply)
+                timeout_at(send_deadline(), tcp.write_all(&reply))
                     .await
+                    .map_err(|_| "the client does not read its reply".to_owned())?
                     .map_err(|e| format!("sending the reply: {e}"))?;
-                let _ = tcp.shutdown().await;
+                let _ = timeout_at(send_deadline(), tcp.shutdown()).await;
                 linger(&mut tcp).await;
             }
         }

@@ -76,15 +76,6 @@ impl FromStr for Range {
 }
 
 impl Range {
-    /// An upper limit: alert above `limit` (what a bare number means).
-    pub fn upper(limit: f64) -> Range {
-        Range {
-            start: 0.0,
-            end: limit,
-            inside: false,
-        }
-    }
-
     /// Whether `value` should raise the alert.
     pub fn alerts(&self, value: f64) -> bool {
         let within = value >= self.start && value <= self.end;

@@ -14,7 +14,7 @@ use std::io;
 
 use vigie_proto::{Memory, Swap};
 
-use super::{Mount, cstr};
+use super::{Mount, c_field};
 
 fn sysctl_raw(name: &str, buf: *mut libc::c_void, len: &mut libc::size_t) -> io::Result<()> {
     let cname = CString::new(name).map_err(io::Error::other)?;
@@ -54,9 +54,9 @@ pub(super) fn mounts() -> io::Result<Vec<Mount>> {
         .iter()
         .filter(|s| s.f_flags & libc::MNT_IGNORE as u64 == 0)
         .map(|s| Mount {
-            device: cstr(&s.f_mntfromname),
-            mount_point: cstr(&s.f_mntonname),
-            fs_type: cstr(&s.f_fstypename),
+            device: c_field(&s.f_mntfromname),
+            mount_point: c_field(&s.f_mntonname),
+            fs_type: c_field(&s.f_fstypename),
         })
         .collect())
 }

@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -84,8 +85,13 @@ impl Sink {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "capture.pcap".into());
         let temp = dir.join(format!(".{name}.partial-{}", std::process::id()));
-        let file = File::create(&temp)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", temp.display()))?;
+        // A fresh private file: never follow a planted link, never show traffic to others.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         let writer = PcapWriter::new(BufWriter::new(file), link, header.snaplen)?;
         Ok(Sink::File { writer, temp, path })
     }
