@@ -199,7 +199,9 @@ fn nagios_runs_check_vigie_and_check_nrpe_and_sees_an_agent_go() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).expect("mkdir");
-    std::os::unix::fs::symlink(bin("check_vigie"), plugins.join("check_vigie")).expect("link");
+    // Copies, not links: Nagios runs checks as user nagios, who may not be able to walk
+    // into the checkout (a clone under a private home folder, say).
+    std::fs::copy(bin("check_vigie"), plugins.join("check_vigie")).expect("copy check_vigie");
     std::os::unix::fs::symlink(
         "/usr/lib/nagios/plugins/check_nrpe",
         plugins.join("check_nrpe"),
@@ -249,7 +251,9 @@ fn nagios_runs_check_vigie_and_check_nrpe_and_sees_an_agent_go() {
     }
     let hosts = dir.path().join("hosts.cfg");
     std::fs::write(&hosts, objects).expect("hosts.cfg");
-    let cfg = nagios_cfg(dir.path(), &plugins, &[packaged("commands.cfg"), hosts]);
+    let commands = dir.path().join("commands.cfg");
+    std::fs::copy(packaged("commands.cfg"), &commands).expect("copy commands.cfg");
+    let cfg = nagios_cfg(dir.path(), &plugins, &[commands, hosts]);
     verify(&cfg);
 
     let nagios = Nagios(
