@@ -11,12 +11,15 @@ use vigie_tests::{Agent, Collector, Pki, bin, wait_until};
 
 const NAGIOS: &str = "/usr/sbin/nagios4";
 
-fn packaged(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// A copy of a packaged Nagios file in `dir`: Nagios reads its objects as user nagios,
+/// who may not be able to walk into the checkout (a clone under a private home folder).
+fn packaged(name: &str, dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../packaging/nagios")
-        .join(name)
-        .canonicalize()
-        .expect("packaged nagios file")
+        .join(name);
+    let copy = dir.join(name);
+    std::fs::copy(&source, &copy).expect("packaged nagios file");
+    copy
 }
 
 const BASE: &str = "
@@ -174,7 +177,10 @@ fn packaged_objects_are_valid() {
     let cfg = nagios_cfg(
         dir.path(),
         Path::new("/usr/lib/nagios/plugins"),
-        &[packaged("commands.cfg"), packaged("services.cfg")],
+        &[
+            packaged("commands.cfg", dir.path()),
+            packaged("services.cfg", dir.path()),
+        ],
     );
     verify(&cfg);
 }
@@ -251,8 +257,7 @@ fn nagios_runs_check_vigie_and_check_nrpe_and_sees_an_agent_go() {
     }
     let hosts = dir.path().join("hosts.cfg");
     std::fs::write(&hosts, objects).expect("hosts.cfg");
-    let commands = dir.path().join("commands.cfg");
-    std::fs::copy(packaged("commands.cfg"), &commands).expect("copy commands.cfg");
+    let commands = packaged("commands.cfg", dir.path());
     let cfg = nagios_cfg(dir.path(), &plugins, &[commands, hosts]);
     verify(&cfg);
 
