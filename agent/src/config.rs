@@ -4,7 +4,6 @@
 //! relative paths resolve against the config file's folder. Everything is validated here,
 //! before the agent dials anything.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,51 +33,7 @@ pub enum ConfigError {
 }
 
 /// One entry of `collectors`: a host (DNS name or IP address) and a port.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CollectorAddr {
-    pub host: String,
-    pub port: u16,
-}
-
-impl CollectorAddr {
-    /// Parses `host:port`, `1.2.3.4:port` or `[v6]:port`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("collector address {s:?} has no port (want host:port)"))?;
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        if host.is_empty() || host.contains(['[', ']', '/', ' ']) {
-            return Err(format!("collector address {s:?} has no valid host"));
-        }
-        if host.contains(':') && !s.starts_with('[') {
-            return Err(format!(
-                "collector address {s:?}: write IPv6 addresses as [addr]:port"
-            ));
-        }
-        let port = port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("collector address {s:?} has an invalid port"))?;
-        Ok(CollectorAddr {
-            host: host.to_owned(),
-            port,
-        })
-    }
-}
-
-impl fmt::Display for CollectorAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
+pub use vigie_proto::channel::HostPort as CollectorAddr;
 
 /// The agent's TLS files, resolved to absolute paths.
 #[derive(Clone, Debug)]

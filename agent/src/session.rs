@@ -174,7 +174,7 @@ async fn session(
         established: false,
         error,
     };
-    let dialing = vigie_proto::channel::dial_tls_peer(&addr.host, addr.port, tls.clone());
+    let dialing = vigie_proto::channel::dial_tls_peer(addr, tls.clone());
     let (channel, peer) = match tokio::time::timeout(CONNECT_TIMEOUT, dialing).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return failed(anyhow!(e)),

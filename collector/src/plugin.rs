@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use vigie_proto::CheckRequest;
 use vigie_proto::admin_client::AdminClient;
+use vigie_proto::channel::HostPort;
 
 use crate::config::DEFAULT_ADMIN_SOCKET;
 
@@ -23,8 +24,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Target {
     Socket(PathBuf),
     Remote {
-        host: String,
-        port: u16,
+        addr: HostPort,
         cert: PathBuf,
         key: PathBuf,
         ca: PathBuf,
@@ -35,8 +35,7 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Socket(p) => write!(f, "{}", p.display()),
-            Target::Remote { host, port, .. } if host.contains(':') => write!(f, "[{host}]:{port}"),
-            Target::Remote { host, port, .. } => write!(f, "{host}:{port}"),
+            Target::Remote { addr, .. } => write!(f, "{addr}"),
         }
     }
 }
@@ -57,25 +56,6 @@ pub enum Parsed {
     Run(Args),
     Help,
     Version,
-}
-
-fn split_host_port(s: &str) -> Result<(String, u16), String> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("-H {s:?}: write HOST:PORT"))?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let port = port
-        .parse::<u16>()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("-H {s:?}: invalid port"))?;
-    if host.is_empty() {
-        return Err(format!("-H {s:?}: no host"));
-    }
-    Ok((host.to_owned(), port))
 }
 
 /// Parses the plugin's arguments (without the program name). Options before CHECK are the
@@ -115,7 +95,9 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             "-h" | "--help" => return Ok(Parsed::Help),
             "-V" | "--version" => return Ok(Parsed::Version),
             "-S" | "--socket" => socket = Some(PathBuf::from(value()?)),
-            "-H" | "--host" => host = Some(split_host_port(&value()?)?),
+            "-H" | "--host" => {
+                host = Some(HostPort::parse(&value()?).map_err(|e| format!("-H: {e}"))?)
+            }
             "--cert" => cert = Some(PathBuf::from(value()?)),
             "--key" => key = Some(PathBuf::from(value()?)),
             "--ca" => ca = Some(PathBuf::from(value()?)),
@@ -141,10 +123,9 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         (Some(_), Some(_)) => return Err("-S and -H exclude each other".into()),
         (Some(s), None) => Target::Socket(s),
         (None, None) => Target::Socket(PathBuf::from(DEFAULT_ADMIN_SOCKET)),
-        (None, Some((host, port))) => match (cert, key, ca) {
+        (None, Some(addr)) => match (cert, key, ca) {
             (Some(cert), Some(key), Some(ca)) => Target::Remote {
-                host,
-                port,
+                addr,
                 cert,
                 key,
                 ca,
@@ -216,8 +197,7 @@ pub async fn run(args: &Args) -> (i32, String) {
         let channel = match target {
             Target::Socket(path) => vigie_proto::channel::dial_unix(path).await,
             Target::Remote {
-                host,
-                port,
+                addr,
                 cert,
                 key,
                 ca,
@@ -225,7 +205,7 @@ pub async fn run(args: &Args) -> (i32, String) {
                 let tls = vigie_certs::TlsMaterial::load(ca, cert, key)
                     .and_then(|m| vigie_certs::tls::agent_link_client(&m))
                     .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
-                vigie_proto::channel::dial_tls(host, *port, tls).await
+                vigie_proto::channel::dial_tls(addr, tls).await
             }
         }
         .map_err(|e| format!("cannot reach the collector at {target}: {e}"))?;

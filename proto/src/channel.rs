@@ -16,6 +16,53 @@ use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+/// A server to dial: a DNS name or an IP address, and a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// Parses `host:port`, `1.2.3.4:port` or `[v6]:port`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("address {s:?} has no port (want host:port)"))?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() || host.contains(['[', ']', '/', ' ']) {
+            return Err(format!("address {s:?} has no valid host"));
+        }
+        if host.contains(':') && !s.starts_with('[') {
+            return Err(format!(
+                "address {s:?}: write IPv6 addresses as [addr]:port"
+            ));
+        }
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("address {s:?} has an invalid port"))?;
+        Ok(HostPort {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// Why a channel could not be opened: one line, causes included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DialError(pub String);
@@ -53,24 +100,20 @@ pub fn status_text(status: &tonic::Status) -> String {
 
 /// Opens an HTTP/2 connection: TCP, then TLS with our client certificate, verifying that
 /// the server's certificate names the host we dialled.
-pub async fn dial_tls(host: &str, port: u16, tls: Arc<ClientConfig>) -> Result<Channel, DialError> {
-    dial_tls_peer(host, port, tls).await.map(|(c, _)| c)
+pub async fn dial_tls(addr: &HostPort, tls: Arc<ClientConfig>) -> Result<Channel, DialError> {
+    dial_tls_peer(addr, tls).await.map(|(c, _)| c)
 }
 
 /// Like [`dial_tls`], and also says which address the connection went to (the agent
 /// excludes that connection from its captures).
 pub async fn dial_tls_peer(
-    host: &str,
-    port: u16,
+    addr: &HostPort,
     tls: Arc<ClientConfig>,
 ) -> Result<(Channel, std::net::SocketAddr), DialError> {
+    let (host, port) = (addr.host.as_str(), addr.port);
     let server_name = ServerName::try_from(host.to_owned())
         .map_err(|_| DialError(format!("invalid host {host:?}")))?;
-    let authority = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
+    let authority = addr.to_string();
     let endpoint = Endpoint::from_shared(format!("http://{authority}"))
         .map_err(|e| DialError(format!("invalid address {authority}: {e}")))?
         .http2_keep_alive_interval(Duration::from_secs(30))

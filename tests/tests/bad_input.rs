@@ -62,31 +62,26 @@ fn agent_key_and_cert_problems_exit_64_naming_the_file() {
     agent_refuses(&path, &format!("cannot read {}", creds.cert.display()));
 }
 
-#[test]
-fn collector_config_errors_exit_64() {
+/// Runs `vigie-collector serve` on a config with `text`; returns the code and stderr.
+fn serve(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("collector.toml");
-    std::fs::write(
-        &path,
-        "[listen]\nagents = \"127.0.0.1:0\"\nsocket = \"x\"\n",
-    )
-    .expect("write");
+    std::fs::write(&path, text).expect("write");
     let (code, _, err) = run(
         "vigie-collector",
         &["serve", "--config", path.to_str().expect("utf-8")],
     );
+    (code, err)
+}
+
+#[test]
+fn collector_config_errors_exit_64() {
+    let (code, err) = serve("[listen]\nagents = \"127.0.0.1:0\"\nsocket = \"x\"\n");
     assert_eq!(code, 64, "{err}");
     assert!(err.contains(":3:1: unknown field `socket`"), "{err}");
 
-    std::fs::write(
-        &path,
-        "[tls]\nca = \"nope/ca.pem\"\ncert = \"nope/c.pem\"\nkey = \"nope/c.key\"\n",
-    )
-    .expect("write");
-    let (code, _, err) = run(
-        "vigie-collector",
-        &["serve", "--config", path.to_str().expect("utf-8")],
-    );
+    let (code, err) =
+        serve("[tls]\nca = \"nope/ca.pem\"\ncert = \"nope/c.pem\"\nkey = \"nope/c.key\"\n");
     assert_eq!(code, 64, "{err}");
     assert!(
         err.contains("[tls]") && err.contains("nope/ca.pem"),

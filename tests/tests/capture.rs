@@ -67,6 +67,13 @@ impl CaptureCli {
     }
 }
 
+/// A capture the collector or agent refuses: exit 1; returns the stderr lines.
+fn refused(collector: &Collector, args: &[&str]) -> Vec<String> {
+    let (code, lines) = CaptureCli::start(collector, args, Stdio::null()).finish();
+    assert_eq!(code, 1, "{lines:?}");
+    lines
+}
+
 fn fleet(extra: &str) -> (Pki, Collector, Agent) {
     let pki = Pki::new();
     let collector = Collector::spawn(&pki);
@@ -265,13 +272,7 @@ fn policy_clips_bytes_and_refuses_interfaces() {
     );
 
     // eth0 exists on the agent, but its policy allows only lo.
-    let (code, lines) = CaptureCli::start(
-        &collector,
-        &["auray", "-i", "eth0", "-w", "/dev/null"],
-        Stdio::null(),
-    )
-    .finish();
-    assert_eq!(code, 1);
+    let lines = refused(&collector, &["auray", "-i", "eth0", "-w", "/dev/null"]);
     assert_eq!(
         lines.last().map(String::as_str),
         Some(
@@ -283,13 +284,10 @@ fn policy_clips_bytes_and_refuses_interfaces() {
 #[test]
 fn bad_filter_unknown_interface_and_offline_agent() {
     let (_pki, collector, mut agent) = fleet("");
-    let (code, lines) = CaptureCli::start(
+    let lines = refused(
         &collector,
         &["auray", "-i", "lo", "-f", "udp port", "-w", "/dev/null"],
-        Stdio::null(),
-    )
-    .finish();
-    assert_eq!(code, 1);
+    );
     assert_eq!(lines.len(), 1, "one line: {lines:?}");
     assert!(
         lines[0].starts_with("vigie-collector: bad filter \"udp port\": ")
@@ -297,26 +295,14 @@ fn bad_filter_unknown_interface_and_offline_agent() {
         "{lines:?}"
     );
 
-    let (code, lines) = CaptureCli::start(
-        &collector,
-        &["auray", "-i", "eth9", "-w", "/dev/null"],
-        Stdio::null(),
-    )
-    .finish();
-    assert_eq!(code, 1);
+    let lines = refused(&collector, &["auray", "-i", "eth9", "-w", "/dev/null"]);
     assert!(
         lines[0].starts_with("vigie-collector: interface eth9 not found on auray; it has: ")
             && lines[0].contains("lo"),
         "{lines:?}"
     );
 
-    let (code, lines) = CaptureCli::start(
-        &collector,
-        &["brest", "-i", "lo", "-w", "/dev/null"],
-        Stdio::null(),
-    )
-    .finish();
-    assert_eq!(code, 1);
+    let lines = refused(&collector, &["brest", "-i", "lo", "-w", "/dev/null"]);
     assert_eq!(
         lines,
         ["vigie-collector: no agent named \"brest\" has connected to this collector"]
@@ -330,13 +316,7 @@ fn bad_filter_unknown_interface_and_offline_agent() {
             .find(|a| a.name == "auray" && a.state == vigie_proto::AgentState::Disconnected as i32)
             .cloned()
     });
-    let (code, lines) = CaptureCli::start(
-        &collector,
-        &["auray", "-i", "lo", "-w", "/dev/null"],
-        Stdio::null(),
-    )
-    .finish();
-    assert_eq!(code, 1);
+    let lines = refused(&collector, &["auray", "-i", "lo", "-w", "/dev/null"]);
     assert_eq!(
         lines,
         ["vigie-collector: agent auray is offline (disconnected)"]
