@@ -28,9 +28,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the collector may take to answer Hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// A session that lasted this long was healthy: the next failure starts the backoff over.
-const STABLE_SESSION: Duration = Duration::from_secs(60);
+pub const STABLE_SESSION: Duration = Duration::from_secs(60);
 /// How long a stopping agent waits for the collector to acknowledge the end of the session.
 const GOODBYE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// The backoff's first cap: a lost session is retried within a second.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// The backoff's largest cap.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Bound on one message from the collector.
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -115,7 +119,7 @@ async fn dial_loop(
     captures: &Arc<Captures>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
     let mut seq = 0u64;
     let mut next = 0usize;
     loop {

@@ -69,8 +69,18 @@ impl TlsMaterial {
 }
 
 /// The crypto provider every Vigie TLS config uses.
+///
+/// ring's defaults, with the SHA-256 suites first: SHA-256 has instructions of its own on
+/// current x86 and ARMv8 CPUs and SHA-384 does not, and a TLS 1.3 handshake hashes its
+/// transcript and key schedule dozens of times (measured: SHA-512 compression was 10 % of the
+/// collector's CPU under NRPE load with AES-256-GCM-SHA384).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| {
+        s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+            && s.suite() != rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+    });
+    Arc::new(provider)
 }
 
 /// Server side of the agent link: TLS 1.3, a client certificate of the CA is required, and
@@ -139,7 +149,10 @@ pub fn nrpe_server(
     // the server sends right after the client's Finished, so the client's next segment (the
     // query, held back by Nagle's algorithm) is acknowledged at once. Without them every
     // check waited ~40 ms for a delayed ACK (measured: 7 ms per check with, 51 ms without).
-    let config = builder.with_single_cert(m.chain.clone(), m.key.clone_key())?;
-    debug_assert!(config.send_tls13_tickets > 0);
+    // One ticket is enough for that.
+    let mut config = builder.with_single_cert(m.chain.clone(), m.key.clone_key())?;
+    config.send_tls13_tickets = 1;
+    // check_nrpe (OpenSSL) lists AES-256-GCM-SHA384 first: choose by our order instead.
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }

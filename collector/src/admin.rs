@@ -240,5 +240,62 @@ pub async fn connect(socket: &Path) -> anyhow::Result<AdminClient<Channel>> {
             socket.display()
         )
     })?;
-    Ok(AdminClient::new(channel))
+    // The fleet's list carries every agent's last report: tonic's default 4 MiB bound
+    // would refuse it from about 2,500 agents on.
+    Ok(AdminClient::new(channel).max_decoding_message_size(MAX_REPLY))
+}
+
+/// Bound on one reply of the admin API (room for the list of a fleet of 100,000).
+const MAX_REPLY: usize = 512 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigie_proto::{Filesystem, Hello, ListAgentsRequest, Report};
+
+    /// The fleet's list grows with the fleet: thousands of agents with many filesystems make
+    /// a reply far above tonic's default 4 MiB bound, and `agents` must still list them.
+    #[tokio::test]
+    async fn lists_a_fleet_larger_than_the_default_message_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("collector.sock");
+        let registry = Arc::new(Registry::new());
+        let filesystem = Filesystem {
+            mount_point: "/var/db/some/long/mount/point".into(),
+            device: "zroot/var/db/some/long/dataset/name".into(),
+            fs_type: "zfs".into(),
+            ..Default::default()
+        };
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let agents = 3000;
+        for i in 0..agents {
+            let name = format!("site-{i:05}");
+            let (id, _, _) =
+                registry.connect(&name, None, Hello::default(), tx.clone(), String::new());
+            let report = Report {
+                seq: 1,
+                filesystems: vec![filesystem.clone(); 20],
+                ..Default::default()
+            };
+            registry.report(&name, id, report);
+        }
+        let listener = bind(&path, None).expect("bind");
+        let engine = Engine::new(registry.clone(), None);
+        let server = tokio::spawn(serve(
+            listener,
+            registry,
+            engine,
+            Relay::new(),
+            std::future::pending(),
+        ));
+        let mut client = connect(&path).await.expect("connect");
+        let reply = client
+            .list_agents(ListAgentsRequest {})
+            .await
+            .expect("list_agents")
+            .into_inner();
+        assert_eq!(reply.agents.len(), agents);
+        assert!(prost::Message::encoded_len(&reply) > 4 << 20);
+        server.abort();
+    }
 }

@@ -86,6 +86,27 @@ pub fn load_tls(config: &Config) -> Result<ServerTls, vigie_certs::Error> {
     })
 }
 
+/// Raises the soft limit on open files to the hard one (each agent session holds a
+/// descriptor; the default soft limit of 1024 would cap the fleet); returns the new limit.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
 /// The collector's bound sockets.
 #[derive(Debug)]
 pub struct Listeners {
@@ -99,26 +120,40 @@ pub struct Listeners {
     pub admin_tcp: Option<TcpListener>,
 }
 
+/// Connections the kernel completes and queues for one port before the collector accepts
+/// them (capped by the system's somaxconn). std's 128 is too few for a reconnect storm or
+/// for a burst of checks: the SYNs beyond it are dropped and retried a second later.
+const BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener with a backlog of [`BACKLOG`].
+pub fn listen_tcp(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 impl Listeners {
     /// Binds every listener of the config.
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-        let agents = TcpListener::bind(config.listen.agents)
-            .await
+        let agents = listen_tcp(config.listen.agents)
             .with_context(|| format!("cannot listen for agents on {}", config.listen.agents))?;
         let mut nrpe = Vec::new();
         if let Some(n) = &config.nrpe {
             let fixed = n.agents.iter().map(|(a, addr)| (*addr, Some(a.clone())));
             for (addr, agent) in n.listen.iter().map(|a| (*a, None)).chain(fixed) {
-                let l = TcpListener::bind(addr)
-                    .await
+                let l = listen_tcp(addr)
                     .with_context(|| format!("cannot listen for NRPE on {addr}"))?;
                 nrpe.push((l, agent));
             }
         }
         let admin_tcp = match config.listen.admin_tcp {
             Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
+                listen_tcp(addr)
                     .with_context(|| format!("cannot listen for remote admin on {addr}"))?,
             ),
             None => None,

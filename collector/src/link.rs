@@ -33,7 +33,10 @@ use crate::registry::Registry;
 /// TCP accept to the end of the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// TLS handshakes in progress at once on one port; more connections wait in the backlog.
-const MAX_HANDSHAKES: usize = 256;
+/// A pending handshake costs a socket and a few kilobytes, and is cut at
+/// [`HANDSHAKE_TIMEOUT`]: the bound is high enough that a thousand peers that connect and
+/// say nothing do not keep agents out (they did at 256: measured in BENCHMARKS.md).
+const MAX_HANDSHAKES: usize = 4096;
 /// How long an agent has to send Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the revocation list file is checked for changes.

@@ -213,6 +213,11 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    match vigie_collector::raise_fd_limit() {
+        // Every agent holds one descriptor; so does every NRPE query in flight.
+        Ok(n) => tracing::info!("open files limit {n}"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let listeners = Listeners::bind(&config).await?;

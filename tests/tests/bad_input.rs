@@ -298,3 +298,26 @@ fn check_config_finds_certificate_problems() {
         "{err}"
     );
 }
+
+/// Peers that open the agent port and never start a TLS handshake are cut at the handshake
+/// deadline (10 s); while they wait, agents still get in. (At 256 handshakes in flight and
+/// std's backlog of 128, 300 such peers kept every agent out until they timed out.)
+#[test]
+fn idle_connections_on_the_agent_port_do_not_keep_agents_out() {
+    use std::io::Read;
+    let pki = Pki::new();
+    let collector = Collector::spawn(&pki);
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(collector.addr).expect("connect"))
+        .collect();
+    let creds = pki.agent("auray");
+    let _agent = Agent::spawn(&creds, &collector);
+    collector.wait_connected("auray", Duration::from_secs(8));
+    for mut s in &idle {
+        s.set_nonblocking(true).expect("nonblocking");
+        match s.read(&mut [0u8; 1]) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("an idle peer was cut before the agent got in: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""The real vigie-agent's footprint on Linux: memory, CPU per report, instructions per report,
+binary size.
+
+Starts a collector and one agent on loopback (release build, agent interval 10 s) and:
+  1. size: the release binary, stripped;
+  2. start-up: runs the agent until its first report lands, stops it, takes its CPU time;
+  3. steady state: runs it for --minutes, sampling VmRSS every second; at the end its CPU
+     time (from wait4, microsecond resolution) minus the start-up run's, divided by the
+     extra reports, is the CPU per report;
+  4. instructions: the same difference under `valgrind --tool=callgrind` (interval 1 s,
+     --short then --long reports), which does not depend on the machine's noise.
+
+Usage: bench/agent_footprint.py [--minutes 10] [--short 3] [--long 23]   (needs valgrind)
+"""
+import argparse, os, pathlib, shutil, signal, statistics, subprocess, sys, time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import lab  # noqa: E402
+
+
+def wait_seq(l, name, at_least, timeout, proc):
+    deadline = time.time() + timeout
+    while True:
+        seq = l.last_seq(name)
+        if seq >= at_least:
+            return seq
+        if time.time() > deadline or proc.poll() is not None:
+            l.fail(f"agent {name} did not reach report {at_least}")
+        time.sleep(0.1)
+
+
+def stop(proc):
+    """SIGTERM, then the child's CPU time in seconds (wait4's rusage)."""
+    proc.send_signal(signal.SIGTERM)
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ru.ru_utime + ru.ru_stime
+
+
+def callgrind_instructions(l, name, config, reports):
+    out = l.dir / f"callgrind.{reports}.out"
+    p = l.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                 lab.AGENT, "run", "--config", config], stdout=subprocess.DEVNULL)
+    before = l.last_seq(name)
+    wait_seq(l, name, before + reports, 120 + reports * 5, p)
+    stop(p)
+    delivered = l.last_seq(name) - before
+    for line in out.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1]), delivered
+    sys.exit(f"no totals in {out}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--short", type=int, default=3, help="reports in the short callgrind run")
+    ap.add_argument("--long", type=int, default=23, help="reports in the long callgrind run")
+    ap.add_argument("--no-callgrind", action="store_true")
+    a = ap.parse_args()
+    if not a.no_callgrind and shutil.which("valgrind") is None:
+        sys.exit("valgrind missing: apt-get install valgrind")
+    lab.build()
+    stripped = pathlib.Path(lab.BIN / "vigie-agent.stripped")
+    subprocess.run(["strip", "-o", stripped, lab.AGENT], check=True)
+    size = stripped.stat().st_size
+    stripped.unlink()
+
+    l = lab.Lab()
+    try:
+        name = "footprint"
+        l.issue_agent(name)
+        port = lab.free_port()
+        l.start_collector(l.collector_config(port))
+        config = l.agent_config(name, port, "10s")
+
+        p = l.start([lab.AGENT, "run", "--config", config])
+        wait_seq(l, name, 1, 30, p)
+        short_reports = l.last_seq(name)
+        short_cpu = stop(p)
+
+        p = l.start([lab.AGENT, "run", "--config", config])
+        t0 = time.time()
+        first = wait_seq(l, name, 1, 30, p)
+        rss, peak = [], 0
+        while time.time() - t0 < a.minutes * 60:
+            r, hwm = lab.memory(p.pid)
+            rss.append(r)
+            peak = max(peak, hwm)
+            time.sleep(1)
+        reports = l.last_seq(name)
+        long_cpu = stop(p)
+        reports = max(reports, l.last_seq(name))
+        steady = statistics.median(rss[len(rss) // 2:])
+        per_report = (long_cpu - short_cpu) / (reports - short_reports)
+        print(f"agent: release binary stripped {size / 1e6:.2f} MB")
+        print(f"start-up to first report: {short_cpu * 1000:.1f} ms CPU ({short_reports} report)")
+        print(f"{a.minutes:g} min at 10 s: {reports} reports (first seq {first}), CPU {long_cpu * 1000:.1f} ms")
+        print(f"CPU per report: {per_report * 1000:.3f} ms")
+        print(f"RSS: steady (median of the second half) {steady / 1e6:.2f} MB, "
+              f"min {min(rss) / 1e6:.2f} MB, max sampled {max(rss) / 1e6:.2f} MB, peak (VmHWM) {peak / 1e6:.2f} MB")
+
+        if not a.no_callgrind:
+            config = l.agent_config(name, port, "1s")
+            ir_short, n_short = callgrind_instructions(l, name, config, a.short)
+            ir_long, n_long = callgrind_instructions(l, name, config, a.long)
+            print(f"callgrind: {n_short} reports {ir_short:,} Ir; {n_long} reports {ir_long:,} Ir")
+            print(f"instructions per report: {(ir_long - ir_short) / (n_long - n_short):,.0f}")
+    finally:
+        l.close()
+
+
+if __name__ == "__main__":
+    main()
