@@ -2,7 +2,7 @@
 """The real vigie-agent's footprint on Linux: memory, CPU per report, instructions per report,
 binary size.
 
-Starts a collector and one agent on loopback (release build, agent interval 10 s) and:
+Starts a collector and one agent on loopback (agent interval 10 s) and:
   1. size: the release binary, stripped;
   2. start-up: runs the agent until its first report lands, stops it, takes its CPU time;
   3. steady state: runs it for --minutes, sampling VmRSS every second; at the end its CPU
@@ -11,7 +11,11 @@ Starts a collector and one agent on loopback (release build, agent interval 10 s
   4. instructions: the same difference under `valgrind --tool=callgrind` (interval 1 s,
      --short then --long reports), which does not depend on the machine's noise.
 
-Usage: bench/agent_footprint.py [--minutes 10] [--short 3] [--long 23]   (needs valgrind)
+The agent is built with --profile (default dist: the profile packages ship, opt-level z,
+fat LTO, panic=abort, stripped).
+
+Usage: bench/agent_footprint.py [--minutes 10] [--short 3] [--long 23] [--profile dist]
+(needs valgrind)
 """
 import argparse, os, pathlib, shutil, signal, statistics, subprocess, sys, time
 
@@ -38,10 +42,10 @@ def stop(proc):
     return ru.ru_utime + ru.ru_stime
 
 
-def callgrind_instructions(l, name, config, reports):
+def callgrind_instructions(l, agent, name, config, reports):
     out = l.dir / f"callgrind.{reports}.out"
     p = l.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                 lab.AGENT, "run", "--config", config], stdout=subprocess.DEVNULL)
+                 agent, "run", "--config", config], stdout=subprocess.DEVNULL)
     before = l.last_seq(name)
     wait_seq(l, name, before + reports, 120 + reports * 5, p)
     stop(p)
@@ -58,12 +62,15 @@ def main():
     ap.add_argument("--short", type=int, default=3, help="reports in the short callgrind run")
     ap.add_argument("--long", type=int, default=23, help="reports in the long callgrind run")
     ap.add_argument("--no-callgrind", action="store_true")
+    ap.add_argument("--profile", default="dist")
     a = ap.parse_args()
     if not a.no_callgrind and shutil.which("valgrind") is None:
         sys.exit("valgrind missing: apt-get install valgrind")
     lab.build()
-    stripped = pathlib.Path(lab.BIN / "vigie-agent.stripped")
-    subprocess.run(["strip", "-o", stripped, lab.AGENT], check=True)
+    subprocess.run(["cargo", "build", "-q", "--profile", a.profile, "-p", "vigie-agent"], cwd=lab.ROOT, check=True)
+    agent = lab.ROOT / "target" / a.profile / "vigie-agent"
+    stripped = agent.with_name("vigie-agent.stripped")
+    subprocess.run(["strip", "-o", stripped, agent], check=True)
     size = stripped.stat().st_size
     stripped.unlink()
 
@@ -75,12 +82,12 @@ def main():
         l.start_collector(l.collector_config(port))
         config = l.agent_config(name, port, "10s")
 
-        p = l.start([lab.AGENT, "run", "--config", config])
+        p = l.start([agent, "run", "--config", config])
         wait_seq(l, name, 1, 30, p)
         short_reports = l.last_seq(name)
         short_cpu = stop(p)
 
-        p = l.start([lab.AGENT, "run", "--config", config])
+        p = l.start([agent, "run", "--config", config])
         t0 = time.time()
         first = wait_seq(l, name, 1, 30, p)
         rss, peak = [], 0
@@ -94,7 +101,7 @@ def main():
         reports = max(reports, l.last_seq(name))
         steady = statistics.median(rss[len(rss) // 2:])
         per_report = (long_cpu - short_cpu) / (reports - short_reports)
-        print(f"agent: release binary stripped {size / 1e6:.2f} MB")
+        print(f"agent ({a.profile} profile): binary stripped {size / 1e6:.2f} MB")
         print(f"start-up to first report: {short_cpu * 1000:.1f} ms CPU ({short_reports} report)")
         print(f"{a.minutes:g} min at 10 s: {reports} reports (first seq {first}), CPU {long_cpu * 1000:.1f} ms")
         print(f"CPU per report: {per_report * 1000:.3f} ms")
@@ -103,8 +110,8 @@ def main():
 
         if not a.no_callgrind:
             config = l.agent_config(name, port, "1s")
-            ir_short, n_short = callgrind_instructions(l, name, config, a.short)
-            ir_long, n_long = callgrind_instructions(l, name, config, a.long)
+            ir_short, n_short = callgrind_instructions(l, agent, name, config, a.short)
+            ir_long, n_long = callgrind_instructions(l, agent, name, config, a.long)
             print(f"callgrind: {n_short} reports {ir_short:,} Ir; {n_long} reports {ir_long:,} Ir")
             print(f"instructions per report: {(ir_long - ir_short) / (n_long - n_short):,.0f}")
     finally:

@@ -29,8 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run N agents against a collector until SIGTERM, SIGINT or --seconds; one JSON line a
-    /// second with the number connected, sessions opened, reports sent.
+    /// Run N agents against a collector until SIGTERM, SIGINT or --duration; a JSON line
+    /// every --every with the number connected, sessions opened, reports sent.
     Swarm(swarm::Args),
     /// Open COUNT agent sessions one after the other and print their latency.
     Probe(swarm::ProbeArgs),

@@ -38,6 +38,9 @@ pub struct Args {
     /// Agent names are PREFIX-00001 and up.
     #[arg(long, default_value = "swarm")]
     prefix: String,
+    /// How often to print the counters.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    every: Duration,
     /// Stop after this long (default: at SIGTERM or SIGINT).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -124,7 +127,7 @@ pub async fn run(args: Args, fd_limit: u64) -> anyhow::Result<()> {
             }
         })
     };
-    let reporter = tokio::spawn(report_every_second(shared.clone(), started));
+    let reporter = tokio::spawn(print_counters(shared.clone(), started, args.every));
     match args.duration {
         Some(d) => tokio::select! {
             () = tokio::time::sleep(d) => {}
@@ -137,8 +140,8 @@ pub async fn run(args: Args, fd_limit: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn report_every_second(shared: Arc<Shared>, started: Instant) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+async fn print_counters(shared: Arc<Shared>, started: Instant, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         let s = &shared.stats;

@@ -26,8 +26,31 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads a /proc file whole. `fs::read_to_string` sizes its buffer from the file's length,
+/// which /proc reports as 0, and so reads 32 bytes, 32, 64, … (eight reads for meminfo);
+/// one 16 KiB buffer takes most files in one read.
+fn read_proc(path: &str) -> io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 16 << 10];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|_| io::Error::other(format!("{path} is not UTF-8")))
+}
+
 pub(super) fn mounts() -> io::Result<Vec<Mount>> {
-    let text = std::fs::read_to_string("/proc/self/mounts")?;
+    let text = read_proc("/proc/self/mounts")?;
     Ok(text
         .lines()
         .filter_map(|line| {
@@ -43,7 +66,7 @@ pub(super) fn mounts() -> io::Result<Vec<Mount>> {
 
 /// Memory as `free -b` (procps 4) computes it: used = MemTotal − MemAvailable.
 pub(super) fn memory() -> io::Result<(Memory, Swap)> {
-    parse_meminfo(&std::fs::read_to_string("/proc/meminfo")?)
+    parse_meminfo(&read_proc("/proc/meminfo")?)
 }
 
 fn parse_meminfo(text: &str) -> io::Result<(Memory, Swap)> {
