@@ -34,6 +34,33 @@ def wait_seq(l, name, at_least, timeout, proc):
         time.sleep(0.1)
 
 
+NRPE = "/usr/sbin/nrpe"
+
+
+def anonymous(pid):
+    """RssAnon of a process, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def stock_nrpe_rss(l):
+    """VmRSS of the stock NRPE daemon (Debian nagios-nrpe-server), idle, in the foreground."""
+    port = lab.free_port()
+    cfg = l.dir / "nrpe.cfg"
+    cfg.write_text(f"server_address=127.0.0.1\nserver_port={port}\nnrpe_user=nagios\nnrpe_group=nagios\n"
+                   f"allowed_hosts=127.0.0.1\npid_file={l.dir}/nrpe.pid\ncommand[check_true]=/bin/true\n")
+    p = l.start([NRPE, "-c", cfg, "-f"], stdout=subprocess.DEVNULL)
+    lab.wait_port(port)
+    time.sleep(1)
+    rss, _ = lab.memory(p.pid)
+    p.send_signal(signal.SIGTERM)
+    p.wait(10)
+    return rss
+
+
 def stop(proc):
     """SIGTERM, then the child's CPU time in seconds (wait4's rusage)."""
     proc.send_signal(signal.SIGTERM)
@@ -91,7 +118,9 @@ def main():
         t0 = time.time()
         first = wait_seq(l, name, 1, 30, p)
         rss, peak = [], 0
+        last_anon = 0
         while time.time() - t0 < a.minutes * 60:
+            last_anon = anonymous(p.pid)
             r, hwm = lab.memory(p.pid)
             rss.append(r)
             peak = max(peak, hwm)
@@ -105,8 +134,12 @@ def main():
         print(f"start-up to first report: {short_cpu * 1000:.1f} ms CPU ({short_reports} report)")
         print(f"{a.minutes:g} min at 10 s: {reports} reports (first seq {first}), CPU {long_cpu * 1000:.1f} ms")
         print(f"CPU per report: {per_report * 1000:.3f} ms")
-        print(f"RSS: steady (median of the second half) {steady / 1e6:.2f} MB, "
-              f"min {min(rss) / 1e6:.2f} MB, max sampled {max(rss) / 1e6:.2f} MB, peak (VmHWM) {peak / 1e6:.2f} MB")
+        kib = lambda b: f"{b / 1024:,.0f} KiB"
+        print(f"RSS: steady (median of the second half) {kib(steady)}, min {kib(min(rss))}, "
+              f"max sampled {kib(max(rss))}, peak (VmHWM) {kib(peak)}")
+        print(f"  of which anonymous (the agent's own memory) {kib(anonymous(p.pid) if p.poll() is None else last_anon)}")
+        if os.path.exists(NRPE):
+            print(f"stock NRPE daemon for comparison (nrpe -f, TLS, idle): RSS {kib(stock_nrpe_rss(l))}")
 
         if not a.no_callgrind:
             config = l.agent_config(name, port, "1s")

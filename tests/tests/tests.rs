@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per topic.
 
 mod bad_input;
+mod bench;
 mod capture;
 mod freebsd;
 mod nagios;
