@@ -3,7 +3,7 @@
 binary size.
 
 Starts a collector and one agent on loopback (agent interval 10 s) and:
-  1. size: the release binary, stripped;
+  1. size: the binary of --profile, stripped;
   2. start-up: runs the agent until its first report lands, stops it, takes its CPU time;
   3. steady state: runs it for --minutes, sampling VmRSS every second; at the end its CPU
      time (from wait4, microsecond resolution) minus the start-up run's, divided by the

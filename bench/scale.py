@@ -92,7 +92,7 @@ def stop(proc):
 
 def swarm_phase(l, sizes, interval, checks):
     print(f"## swarm: collector with N agents reporting every {interval}")
-    print(f"{'N':>6} {'RSS MB':>8} {'KB/agent':>9} {'CPU %':>6} {'reports/s':>9} "
+    print(f"{'N':>6} {'RSS MB':>8} {'KiB/agent':>9} {'CPU %':>6} {'reports/s':>9} "
           f"{'check_nrpe p50/p99 ms':>22} {'check_vigie p50/p99 ms':>23} {'native TLS p50/p99 ms':>21}")
     print("(check_nrpe, check_vigie: one process per check, sequential; native: vigie-bench nrpe-load,"
           " one TLS connection per check, sequential, 3 s)")

@@ -119,7 +119,7 @@ pub fn sample(seq: u64) -> Report {
 }
 
 /// One mounted filesystem as the platform lists it, before `statvfs`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Mount {
     device: String,
     mount_point: String,

@@ -30,8 +30,11 @@ fn unescape(field: &str) -> String {
 /// which /proc reports as 0, and so reads 32 bytes, 32, 64, … (eight reads for meminfo);
 /// one 16 KiB buffer takes most files in one read.
 fn read_proc(path: &str) -> io::Result<String> {
+    read_all(&mut std::fs::File::open(path)?, path)
+}
+
+fn read_all(file: &mut std::fs::File, path: &str) -> io::Result<String> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 16 << 10];
     let mut len = 0;
     loop {
@@ -49,10 +52,41 @@ fn read_proc(path: &str) -> io::Result<String> {
     String::from_utf8(buf).map_err(|_| io::Error::other(format!("{path} is not UTF-8")))
 }
 
+/// The mount table as last read, and the open file that tells when it changes.
+struct MountTable {
+    file: std::fs::File,
+    mounts: Vec<Mount>,
+}
+
+static MOUNTS: std::sync::Mutex<Option<MountTable>> = std::sync::Mutex::new(None);
+
+/// The mount table, re-read only when it changed. Generating /proc/self/mounts was the
+/// largest kernel cost of a sample; the kernel flags every change of the table to each open
+/// reader of that file with POLLPRI (proc(5)), so one poll tells whether to read again.
 pub(super) fn mounts() -> io::Result<Vec<Mount>> {
-    let text = read_proc("/proc/self/mounts")?;
-    Ok(text
-        .lines()
+    use std::os::fd::AsRawFd;
+    let mut table = MOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    let unchanged = table.as_ref().is_some_and(|t| {
+        let mut p = libc::pollfd {
+            fd: t.file.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n == 0 || (n == 1 && p.revents & (libc::POLLPRI | libc::POLLERR) == 0)
+    });
+    if !unchanged {
+        // Opened before reading: a change after the read is flagged on this file.
+        let mut file = std::fs::File::open("/proc/self/mounts")?;
+        let mounts = parse_mounts(&read_all(&mut file, "/proc/self/mounts")?);
+        *table = Some(MountTable { file, mounts });
+    }
+    Ok(table.as_ref().map(|t| t.mounts.clone()).unwrap_or_default())
+}
+
+fn parse_mounts(text: &str) -> Vec<Mount> {
+    text.lines()
         .filter_map(|line| {
             let mut f = line.split(' ');
             Some(Mount {
@@ -61,7 +95,7 @@ pub(super) fn mounts() -> io::Result<Vec<Mount>> {
                 fs_type: unescape(f.next()?),
             })
         })
-        .collect())
+        .collect()
 }
 
 /// Memory as `free -b` (procps 4) computes it: used = MemTotal − MemAvailable.
@@ -136,6 +170,47 @@ mod tests {
         assert_eq!(m.used_bytes, (24683664 - 24387600) * 1024);
         assert_eq!(s.used_bytes, 600 * 1024);
         assert!(parse_meminfo("nonsense").is_err());
+    }
+
+    /// The mount table is cached between samples; a filesystem mounted or unmounted in
+    /// between must still show in (or leave) the very next sample.
+    #[test]
+    fn a_filesystem_mounted_later_shows_up_in_the_next_sample() {
+        use std::os::unix::ffi::OsStrExt;
+        let listed = |path: &str| {
+            crate::metrics::filesystems()
+                .expect("filesystems")
+                .iter()
+                .any(|f| f.mount_point == path && f.fs_type == "tmpfs")
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_str().expect("utf-8").to_owned();
+        assert!(!listed(&path), "primes the cache");
+        let target = std::ffi::CString::new(dir.path().as_os_str().as_bytes()).expect("path");
+        // SAFETY: NUL-terminated strings that outlive the calls.
+        let r = unsafe {
+            libc::mount(
+                c"vigie-test".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                c"size=1m".as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            assert_eq!(e.raw_os_error(), Some(libc::EPERM), "mount: {e}");
+            eprintln!("skipped: mounting a tmpfs needs CAP_SYS_ADMIN");
+            return;
+        }
+        let during = listed(&path);
+        // SAFETY: as above.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        assert!(during, "a new mount appears in the next sample");
+        assert!(
+            !listed(&path),
+            "an unmounted filesystem leaves the next sample"
+        );
     }
 
     #[test]
