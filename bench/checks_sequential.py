@@ -10,29 +10,14 @@ each, alternating rounds, and prints checks/s, median and p90.
 
 Usage: bench/checks_sequential.py [--calls 200] [--rounds 3]   (run as root; builds release)
 """
-import argparse, os, pathlib, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, os, pathlib, shutil, signal, statistics, subprocess, sys, tempfile, time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from lab import ROOT, free_port, wait_port  # noqa: E402
+
 CHECK_NRPE = "/usr/lib/nagios/plugins/check_nrpe"
 CHECK_LOAD = "/usr/lib/nagios/plugins/check_load"
 NRPE = "/usr/sbin/nrpe"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listens on 127.0.0.1:{port}")
 
 
 def timed(args, n):

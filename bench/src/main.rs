@@ -83,23 +83,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn stopped() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
-}
-
 /// Milliseconds since the Unix epoch (the driver lines up events with it).
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()

@@ -131,9 +131,9 @@ pub async fn run(args: Args, fd_limit: u64) -> anyhow::Result<()> {
     match args.duration {
         Some(d) => tokio::select! {
             () = tokio::time::sleep(d) => {}
-            () = crate::stopped() => {}
+            () = vigie_collector::shutdown_signal() => {}
         },
-        None => crate::stopped().await,
+        None => vigie_collector::shutdown_signal().await,
     }
     spawner.abort();
     reporter.abort();

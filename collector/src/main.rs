@@ -221,7 +221,8 @@ fn serve(path: &std::path::Path) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let listeners = Listeners::bind(&config).await?;
-            vigie_collector::serve(&config, tls, listeners, shutdown_signal()).await
+            vigie_collector::serve(&config, tls, listeners, vigie_collector::shutdown_signal())
+                .await
         })
     });
     match result {
@@ -229,26 +230,6 @@ fn serve(path: &std::path::Path) -> ExitCode {
         Err(e) => {
             eprintln!("vigie-collector: {e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            std::future::pending::<()>().await;
         }
     }
 }
