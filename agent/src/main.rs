@@ -139,10 +139,14 @@ fn run(path: &std::path::Path) -> ExitCode {
 fn logging() {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let default = || Targets::new().with_default(tracing::Level::INFO);
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) => v.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("vigie-agent: RUST_LOG={v:?} ignored ({e}); logging at info");
+            default()
+        }),
+        Err(_) => default(),
+    };
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
