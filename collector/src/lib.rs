@@ -10,6 +10,7 @@
 //! - [`capture`]: relaying captures from agents to the operator; [`pcapfile`] writes them.
 //! - [`cli`]: the operator commands (`ca …`, `agents`).
 //! - [`plugin`]: `check_vigie`, the Nagios plugin (a second binary of this crate).
+//! - [`refusals`]: log lines about refused peers, bounded per port.
 
 pub mod admin;
 pub mod capture;
@@ -20,6 +21,7 @@ pub mod link;
 pub mod nrpe;
 pub mod pcapfile;
 pub mod plugin;
+pub mod refusals;
 pub mod registry;
 pub mod threshold;
 

@@ -28,6 +28,7 @@ use vigie_proto::{
 };
 
 use crate::capture::Relay;
+use crate::refusals::RefusalLog;
 use crate::registry::Registry;
 
 /// TCP accept to the end of the TLS handshake.
@@ -150,6 +151,7 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(64);
     // Handshakes in flight are bounded: peers without a certificate cannot pile up sockets.
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let refusals = RefusalLog::new(what);
     tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -175,21 +177,22 @@ pub fn incoming(
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = tls.acceptor();
-            let tx = tx.clone();
+            let (tx, refusals) = (tx.clone(), refusals.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
                     }
-                    Ok(Err(e)) => {
+                    Ok(Err(e)) if refusals.admit() => {
                         tracing::warn!(%peer, "refused {what} connection: tls handshake: {e}");
                     }
-                    Err(_) => tracing::warn!(
+                    Err(_) if refusals.admit() => tracing::warn!(
                         %peer,
                         "refused {what} connection: no tls handshake within {}s",
                         HANDSHAKE_TIMEOUT.as_secs()
                     ),
+                    Ok(Err(_)) | Err(_) => {}
                 }
             });
         }

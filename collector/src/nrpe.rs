@@ -166,6 +166,7 @@ pub struct Server {
     tls: Option<Arc<ReloadingTls>>,
     slots: Arc<Semaphore>,
     refused_slots: Arc<Semaphore>,
+    refusals: Arc<crate::refusals::RefusalLog>,
 }
 
 impl fmt::Debug for Server {
@@ -184,6 +185,7 @@ impl Server {
             tls,
             slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             refused_slots: Arc::new(Semaphore::new(REFUSED_CONNECTIONS)),
+            refusals: crate::refusals::RefusalLog::new("NRPE"),
         }
     }
 
@@ -299,7 +301,9 @@ impl Server {
                 };
                 slot
             } else {
-                tracing::warn!(%peer, "NRPE client refused: not in allowed_hosts");
+                if self.refusals.admit() {
+                    tracing::warn!(%peer, "NRPE client refused: not in allowed_hosts");
+                }
                 // Refused hosts get their sentence from a small pool of their own, so they
                 // can never take the slots of allowed ones; beyond it they are just closed.
                 match self.refused_slots.clone().try_acquire_owned() {
@@ -310,7 +314,9 @@ impl Server {
             let server = self.clone();
             let agent = fixed_agent.clone();
             tokio::spawn(async move {
-                if let Err(e) = server.handle(tcp, peer, agent.as_deref(), allowed).await {
+                if let Err(e) = server.handle(tcp, peer, agent.as_deref(), allowed).await
+                    && server.refusals.admit()
+                {
                     tracing::warn!(%peer, "NRPE query refused: {e}");
                 }
                 drop(slot);
