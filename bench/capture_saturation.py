@@ -9,13 +9,14 @@ rate that reached the file, per round and as medians.
 
 Usage: bench/capture_saturation.py [--seconds 5] [--rounds 3]   (as root; builds release)
 """
-import argparse, multiprocessing, os, pathlib, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, multiprocessing, os, pathlib, re, signal, socket, statistics, subprocess, sys, time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import lab  # noqa: E402
 
 
-def free_port(kind=socket.SOCK_STREAM):
-    with socket.socket(socket.AF_INET, kind) as s:
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -55,31 +56,26 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--senders", type=int, default=2)
     a = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--bins", "-q"], cwd=ROOT, check=True)
-    b = ROOT / "target" / "release"
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="vigie-capbench-"))
-    procs = []
+    lab.build()
+    l = lab.Lab()
     try:
-        coll = b / "vigie-collector"
-        subprocess.run([coll, "ca", "init", "--dir", tmp / "ca", "--server-name", "127.0.0.1"], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([coll, "ca", "issue", "--dir", tmp / "ca", "--agent", "bench", "--out", tmp / "agent"], check=True, stdout=subprocess.DEVNULL)
-        ap_port = free_port()
-        (tmp / "collector.toml").write_text(f'[listen]\nagents = "127.0.0.1:{ap_port}"\nadmin_socket = "collector.sock"\n[tls]\nca = "ca/ca.pem"\ncert = "ca/collector.pem"\nkey = "ca/collector.key"\n')
-        (tmp / "agent.toml").write_text(f'collectors = ["127.0.0.1:{ap_port}"]\ninterval = "10s"\n[tls]\nca = "agent/ca.pem"\ncert = "agent/bench.pem"\nkey = "agent/bench.key"\n[capture]\nmax_bytes = "1GB"\n')
-        log = open(tmp / "log.txt", "w")
-        procs.append(subprocess.Popen([coll, "serve", "--config", tmp / "collector.toml"], stderr=log))
-        procs.append(subprocess.Popen([b / "vigie-agent", "run", "--config", tmp / "agent.toml"], stderr=log))
+        coll, tmp = lab.COLLECTOR, l.dir
+        l.issue_agent("bench")
+        ap_port = lab.free_port()
+        l.start_collector(l.collector_config(ap_port))
+        l.start([lab.AGENT, "run", "--config",
+                 l.agent_config("bench", ap_port, extra='[capture]\nmax_bytes = "1GB"\n')])
         deadline = time.time() + 15
-        while b"bench" not in subprocess.run([coll, "agents", "-S", tmp / "collector.sock"], capture_output=True).stdout:
+        while not any(a.get("name") == "bench" for a in l.agents()):
             if time.time() > deadline:
-                sys.exit("the agent never connected")
+                l.fail("the agent never connected")
             time.sleep(0.2)
         rows = {"vigie": [], "tcpdump": []}
         for r in range(a.rounds):
-            port = free_port(socket.SOCK_DGRAM)
+            port = free_udp_port()
             # vigie
             out = tmp / f"vigie-{r}.pcap"
-            cli = subprocess.Popen([coll, "capture", "-S", tmp / "collector.sock", "bench", "-i", "lo", "-f", f"udp port {port}",
+            cli = subprocess.Popen([coll, "capture", "-S", l.socket, "bench", "-i", "lo", "-f", f"udp port {port}",
                                     "-d", f"{a.seconds + 3}s", "--max-bytes", "1GB", "-w", out], stderr=subprocess.PIPE, text=True)
             line = cli.stderr.readline()
             if "capturing" not in line:
@@ -109,15 +105,7 @@ def main():
             med[name] = statistics.median(got / a.seconds for _, got, _ in rs)
         print(f"median pkts/s to file: vigie {med['vigie']:.0f}, tcpdump {med['tcpdump']:.0f}, ratio {med['vigie'] / med['tcpdump'] * 100:.0f}%")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
-
+        l.close()
 
 if __name__ == "__main__":
     main()

@@ -10,10 +10,11 @@ each, alternating rounds, and prints checks/s, median and p90.
 
 Usage: bench/checks_sequential.py [--calls 200] [--rounds 3]   (run as root; builds release)
 """
-import argparse, os, pathlib, shutil, signal, statistics, subprocess, sys, tempfile, time
+import argparse, os, pathlib, statistics, subprocess, sys, time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from lab import ROOT, free_port, wait_port  # noqa: E402
+import lab  # noqa: E402
+from lab import free_port, wait_port  # noqa: E402
 
 CHECK_NRPE = "/usr/lib/nagios/plugins/check_nrpe"
 CHECK_LOAD = "/usr/lib/nagios/plugins/check_load"
@@ -39,35 +40,14 @@ def main():
     for tool in (CHECK_NRPE, CHECK_LOAD, NRPE):
         if not os.path.exists(tool):
             sys.exit(f"{tool} missing: apt-get install nagios-nrpe-plugin nagios-nrpe-server monitoring-plugins-basic")
-    subprocess.run(["cargo", "build", "--release", "--bins", "-q"], cwd=ROOT, check=True)
-    bin_dir = ROOT / "target" / "release"
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="vigie-bench-"))
-    procs = []
+    lab.build()
+    l = lab.Lab()
     try:
-        coll = bin_dir / "vigie-collector"
-        subprocess.run([coll, "ca", "init", "--dir", tmp / "ca", "--server-name", "127.0.0.1"], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([coll, "ca", "issue", "--dir", tmp / "ca", "--agent", "bench", "--out", tmp / "agent"], check=True, stdout=subprocess.DEVNULL)
+        l.issue_agent("bench")
         agent_port, vigie_port, stock_port = free_port(), free_port(), free_port()
-        (tmp / "collector.toml").write_text(f"""
-[listen]
-agents = "127.0.0.1:{agent_port}"
-admin_socket = "collector.sock"
-[tls]
-ca = "ca/ca.pem"
-cert = "ca/collector.pem"
-key = "ca/collector.key"
-[nrpe]
-listen = ["127.0.0.1:{vigie_port}"]
-""")
-        (tmp / "agent.toml").write_text(f"""
-collectors = ["127.0.0.1:{agent_port}"]
-interval = "10s"
-[tls]
-ca = "agent/ca.pem"
-cert = "agent/bench.pem"
-key = "agent/bench.key"
-""")
-        (tmp / "nrpe.cfg").write_text(f"""
+        l.start_collector(l.collector_config(agent_port, nrpe={"listen": f'["127.0.0.1:{vigie_port}"]'}))
+        l.start([lab.AGENT, "run", "--config", l.agent_config("bench", agent_port)])
+        (l.dir / "nrpe.cfg").write_text(f"""
 server_address=127.0.0.1
 server_port={stock_port}
 nrpe_user=nagios
@@ -76,13 +56,10 @@ allowed_hosts=127.0.0.1
 dont_blame_nrpe=0
 command_timeout=60
 connection_timeout=300
-pid_file={tmp}/nrpe.pid
+pid_file={l.dir}/nrpe.pid
 command[check_load]={CHECK_LOAD} -w 15,10,5 -c 30,25,20
 """)
-        log = open(tmp / "logs.txt", "w")
-        procs.append(subprocess.Popen([coll, "serve", "--config", tmp / "collector.toml"], stderr=log))
-        procs.append(subprocess.Popen([bin_dir / "vigie-agent", "run", "--config", tmp / "agent.toml"], stderr=log))
-        procs.append(subprocess.Popen([NRPE, "-c", tmp / "nrpe.cfg", "-f"], stdout=log, stderr=log))
+        l.start([NRPE, "-c", l.dir / "nrpe.cfg", "-f"], stdout=l.log)
         wait_port(vigie_port)
         wait_port(stock_port)
         vigie = [CHECK_NRPE, "-H", "127.0.0.1", "-p", str(vigie_port), "-c", "check_load", "-a", "bench"]
@@ -92,7 +69,7 @@ command[check_load]={CHECK_LOAD} -w 15,10,5 -c 30,25,20
             if time.time() > deadline:
                 sys.exit("the agent never reported")
             time.sleep(0.2)
-        plugin = [bin_dir / "check_vigie", "-S", tmp / "collector.sock", "-a", "bench", "load", "-w", "15,10,5", "-c", "30,25,20"]
+        plugin = [lab.CHECK_VIGIE, "-S", l.socket, "-a", "bench", "load", "-w", "15,10,5", "-c", "30,25,20"]
         cases = (("check_vigie (socket)", plugin), ("check_nrpe -> vigie", vigie), ("check_nrpe -> stock", stock))
         results = {name: [] for name, _ in cases}
         for _ in range(a.rounds):
@@ -111,15 +88,7 @@ command[check_load]={CHECK_LOAD} -w 15,10,5 -c 30,25,20
             print(f"{name:22} {rate:24.1f} {statistics.median(all_t)*1000:7.1f}ms {p90*1000:7.1f}ms")
         print(f"check_nrpe: vigie / stock = {rates['check_nrpe -> vigie'] / rates['check_nrpe -> stock']:.1f}x")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
-
+        l.close()
 
 if __name__ == "__main__":
     main()

@@ -79,7 +79,8 @@ key = "ca/collector.key"
         path.write_text(text + extra)
         return path
 
-    def agent_config(self, name, agent_port, interval="10s"):
+    def agent_config(self, name, agent_port, interval="10s", extra=""):
+        """Writes NAME.toml for the agent issued by `issue_agent(name)`; `extra` is appended."""
         path = self.dir / f"{name}.toml"
         path.write_text(f"""
 collectors = ["127.0.0.1:{agent_port}"]
@@ -88,7 +89,7 @@ interval = "{interval}"
 ca = "{name}/ca.pem"
 cert = "{name}/{name}.pem"
 key = "{name}/{name}.key"
-""")
+""" + extra)
         return path
 
     def start(self, args, **kw):

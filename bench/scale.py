@@ -15,7 +15,7 @@ Usage: bench/scale.py [--only swarm,storm,nrpe,hostile] [--agents 1,1000,5000,10
                       [--interval 10s] [--storm 1000] [--hostile 1000] [--checks 300]
 (as root: needs check_nrpe from nagios-nrpe-plugin)
 """
-import argparse, json, os, pathlib, signal, subprocess, sys, threading, time
+import argparse, json, os, pathlib, re, signal, subprocess, sys, threading, time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import lab  # noqa: E402
@@ -136,6 +136,13 @@ def lab_seconds(interval):
     return float(interval.rstrip("s"))
 
 
+def interval_arg(text):
+    """--interval: seconds with an s, as the agent's config writes it."""
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?s", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds, like 10s")
+    return text
+
+
 def storm_phase(l, n, interval):
     print(f"## storm: {n} agents connected, collector restarted")
     agent_port, nrpe_port = lab.free_port(), lab.free_port()
@@ -253,7 +260,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="swarm,storm,nrpe,hostile")
     ap.add_argument("--agents", default="1,1000,5000,10000")
-    ap.add_argument("--interval", default="10s")
+    ap.add_argument("--interval", default="10s", type=interval_arg)
     ap.add_argument("--storm", type=int, default=1000)
     ap.add_argument("--hostile", type=int, default=1000)
     ap.add_argument("--checks", type=int, default=300)
